@@ -1,0 +1,88 @@
+"""Per-video-frame speech analysis from the waveform alone (no model weights).
+
+The first motion model only needs how loud and how voiced the speech is at each
+video frame, so this is plain signal processing: RMS loudness in a short window
+centred on each frame, normalised against the clip's own speech level (so quiet
+and loud recordings animate alike), and an autocorrelation voicing measure.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import SpeechFeatures
+
+ANALYSIS_RATE = 16000
+
+
+def frame_count(duration: float, fps: float) -> int:
+    """Frames needed so the video is never shorter than `duration` (rounded up, +-1 frame)."""
+    return max(1, int(np.ceil(duration * fps - 1e-6)))
+
+
+def _frame_windows(x: np.ndarray, centres: np.ndarray, win: int) -> np.ndarray:
+    """[N, win] windows of `x` centred on sample indices `centres` (zero outside the signal)."""
+    pad = win // 2 + 1
+    xp = np.pad(x, (pad, pad + win))
+    starts = (centres - win // 2 + pad).astype(np.int64)
+    idx = starts[:, None] + np.arange(win)[None, :]
+    return xp[idx]
+
+
+def _voicing(windows: np.ndarray, sr: int) -> np.ndarray:
+    """Peak normalised autocorrelation in the 60-400 Hz pitch range (0 = noise/silence, ~1 = voiced)."""
+    w = windows - windows.mean(axis=1, keepdims=True)
+    w = w * np.hanning(w.shape[1])[None, :]
+    n = int(2 ** np.ceil(np.log2(2 * w.shape[1])))
+    spec = np.fft.rfft(w, n=n, axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, n=n, axis=1)[:, : w.shape[1]]
+    lo, hi = int(sr / 400), int(sr / 60)
+    peak = ac[:, lo:hi].max(axis=1)
+    return np.clip(peak / np.maximum(ac[:, 0], 1e-12), 0.0, 1.0).astype(np.float32)
+
+
+def resample_mono(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Band-limited polyphase resampling of one channel (analysis only; the MP4 keeps the original audio)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(int(src_rate), int(dst_rate))
+    return resample_poly(np.asarray(x, np.float32), dst_rate // g, src_rate // g).astype(np.float32)
+
+
+def analyze_speech(mono: np.ndarray, sample_rate: int, fps: float, num_frames: int | None = None,
+                   window_s: float = 0.04) -> SpeechFeatures:
+    """Loudness, voicing and speech/silence per video frame.
+
+    Frame i is shown from i/fps to (i+1)/fps, so it is analysed around its centre
+    (i + 0.5)/fps. Works in chunks of frames so memory stays flat for long audio.
+    """
+    if sample_rate != ANALYSIS_RATE:
+        mono = resample_mono(mono, sample_rate, ANALYSIS_RATE)
+        sample_rate = ANALYSIS_RATE
+    mono = np.asarray(mono, dtype=np.float32)
+    n = num_frames if num_frames is not None else frame_count(len(mono) / sample_rate, fps)
+    win = int(round(window_s * sample_rate))
+    centres_all = np.round((np.arange(n) + 0.5) / fps * sample_rate).astype(np.int64)
+    rms = np.empty(n, np.float32)
+    voiced = np.empty(n, np.float32)
+    for s in range(0, n, 2048):
+        wins = _frame_windows(mono, centres_all[s : s + 2048], win)
+        rms[s : s + 2048] = np.sqrt(np.mean(wins.astype(np.float64) ** 2, axis=1))
+        voiced[s : s + 2048] = _voicing(wins, sample_rate)
+    db = 20.0 * np.log10(np.maximum(rms, 1e-7))
+    loud = db[db > -70.0]
+    if loud.size < max(3, int(0.02 * n)):
+        # Effectively silent audio: no speech anywhere, the mouth stays at rest.
+        zeros = np.zeros(n, np.float32)
+        return SpeechFeatures(fps=fps, num_frames=n, loudness=zeros, voiced=zeros, speech=zeros.astype(bool),
+                              extra={"db": db.astype(np.float32)})
+    peak = float(np.percentile(loud, 95))
+    floor = max(float(np.percentile(db, 10)), peak - 45.0)
+    # Speech threshold sits between the noise floor and the speech peak: robust to
+    # recordings with a raised noise floor (room tone, hum) as well as clean studio audio.
+    threshold = floor + 0.35 * (peak - floor)
+    loudness = np.clip((db - threshold) / max(peak - threshold, 6.0), 0.0, 1.0).astype(np.float32)
+    speech = db > threshold
+    return SpeechFeatures(fps=fps, num_frames=n, loudness=loudness, voiced=voiced, speech=speech,
+                          extra={"db": db.astype(np.float32), "threshold_db": threshold, "peak_db": peak})

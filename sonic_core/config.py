@@ -1,0 +1,97 @@
+"""Generation settings: one validated dataclass shared by the CLI, the library call and the nodes.
+
+Every field has a real effect; `validate()` turns bad values into a `SonicInputError`
+that names the setting and the accepted range, so callers never see a deep traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import SonicInputError
+
+OUTPUT_MODES = ("crop", "full")
+
+
+@dataclass
+class GenerateConfig:
+    duration: float | None = None
+    """Seconds of video. None = the whole audio; shorter trims the audio, longer pads it with silence."""
+    min_resolution: int = 512
+    """Side of the square face region that is animated, in pixels (rounded down to even). 1024 for HD."""
+    expand_ratio: float = 0.5
+    """Grow the detected face box by this fraction of its size on each side before cropping (0.15-0.2 = tight face, 0.5 = head and shoulders)."""
+    inference_steps: int = 25
+    """Upper bound on the iterations of the inverse mesh-warp solver per pixel; it stops early once every pixel has converged. 1-2 = faster but smeared lips under large motion, about 6+ = exact."""
+    dynamic_scale: float = 1.0
+    """Scales mouth motion (jaw opening); 1.1-1.2 for fast speech, 0 = mouth never moves."""
+    motion_scale: float = 1.0
+    """Scales head motion, blinks aside (0 = still head)."""
+    fps: float = 25.0
+    """Frames per second of the output video."""
+    seed: int = 0
+    """Seed for idle head motion and blink timing: same inputs + seed = identical frames (on CPU)."""
+    output: str = "crop"
+    """'crop': the animated square face region (min_resolution²). 'full': the whole photo with the face pasted back."""
+    max_full_side: int = 1920
+    """In 'full' output, the long side of the frame is downscaled to at most this many pixels."""
+    face_index: int = 0
+    """Which face to animate when the photo has several: 0 = largest, 1 = next largest, ..."""
+    blinks: bool = True
+    """Natural blinks (about 15 per minute)."""
+    crf: int = 18
+    """H.264 quality (lower = better, larger files)."""
+    preset: str = "veryfast"
+    """x264 speed preset."""
+    batch_size: int = 0
+    """Frames rendered per chunk; 0 = automatic (by resolution and device)."""
+
+    def validate(self) -> "GenerateConfig":
+        def bad(name: str, why: str) -> SonicInputError:
+            return SonicInputError(f"Setting '{name}' {why}.")
+
+        if self.duration is not None and not (self.duration > 0):
+            raise bad("duration", f"must be a positive number of seconds or left unset for the whole audio (got {self.duration})")
+        if not (64 <= int(self.min_resolution) <= 4096):
+            raise bad("min_resolution", f"must be between 64 and 4096 pixels (got {self.min_resolution}); 512 or 1024 are typical")
+        if not (0.0 <= self.expand_ratio <= 3.0):
+            raise bad("expand_ratio", f"must be between 0 and 3 (got {self.expand_ratio}); 0.15-0.5 is typical")
+        if not (1 <= int(self.inference_steps) <= 100):
+            raise bad("inference_steps", f"must be between 1 and 100 (got {self.inference_steps})")
+        if not (0.0 <= self.dynamic_scale <= 3.0):
+            raise bad("dynamic_scale", f"must be between 0 and 3 (got {self.dynamic_scale})")
+        if not (0.0 <= self.motion_scale <= 3.0):
+            raise bad("motion_scale", f"must be between 0 and 3 (got {self.motion_scale})")
+        if not (1.0 <= self.fps <= 120.0):
+            raise bad("fps", f"must be between 1 and 120 (got {self.fps})")
+        if self.output not in OUTPUT_MODES:
+            raise bad("output", f"must be one of {', '.join(OUTPUT_MODES)} (got {self.output!r})")
+        if not (64 <= int(self.max_full_side) <= 8192):
+            raise bad("max_full_side", f"must be between 64 and 8192 (got {self.max_full_side})")
+        if int(self.face_index) < 0:
+            raise bad("face_index", f"must be 0 (largest face) or more (got {self.face_index})")
+        if not (0 <= int(self.crf) <= 51):
+            raise bad("crf", f"must be between 0 and 51 (got {self.crf})")
+        if int(self.batch_size) < 0:
+            raise bad("batch_size", f"must be 0 (automatic) or a positive number of frames (got {self.batch_size})")
+        self.min_resolution = int(self.min_resolution) // 2 * 2
+        self.max_full_side = int(self.max_full_side) // 2 * 2
+        self.inference_steps = int(self.inference_steps)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_docs(cls) -> dict[str, str]:
+        """Field name -> one-line help, read from the docstrings under each field (for CLI help and tooltips)."""
+        import ast
+        import inspect
+        import textwrap
+
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        docs: dict[str, str] = {}
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = str(nxt.value.value)
+        return {f.name: docs.get(f.name, "") for f in fields(cls)}

@@ -1,0 +1,209 @@
+"""Orchestration: photo + speech -> MP4, streamed in chunks so memory stays flat.
+
+Stages talk through the dataclasses in `types.py`:
+    load_image -> FaceAnalyzer (Portrait) -> load_audio + analyze_speech (SpeechFeatures)
+    -> loudness_motion (MotionTrack) -> PortraitRenderer (frame chunks) -> Mp4Writer.
+Each chunk is rendered on the device and handed to the encoder thread, which
+converts and encodes it while the next chunk renders.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .audio import fit_duration, load_audio
+from .audio.features import analyze_speech, frame_count
+from .config import GenerateConfig
+from .errors import SonicInputError
+from .face import FaceNotFoundError
+from .imageio import load_image
+from .motion import loudness_motion
+from .types import AudioClip, MotionTrack, Portrait, SpeechFeatures
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class GenerateResult:
+    path: str
+    frames: int
+    seconds: float
+    width: int
+    height: int
+    fps: float
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        return sum(self.timings.values())
+
+    def summary(self) -> str:
+        return (f"{self.path}: {self.frames} frames, {self.seconds:.2f} s at {self.fps:g} fps, "
+                f"{self.width}x{self.height}, made in {self.elapsed:.1f} s on {self.device}")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SonicInputError(f"Device '{device}' was asked for but CUDA is not available here; use --device cpu or auto.")
+    return dev
+
+
+def crop_box(detection_box: tuple[float, float, float, float], expand_ratio: float, width: int, height: int
+             ) -> tuple[int, int, int, int]:
+    """Square crop around a face box grown by `expand_ratio` of its size on each side, kept inside the image."""
+    x0, y0, x1, y1 = detection_box
+    size = max(x1 - x0, y1 - y0)
+    side = int(round(size * (1.0 + 2.0 * expand_ratio)))
+    side = max(2, min(side, width, height))
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    left = int(round(min(max(cx - side / 2.0, 0), width - side)))
+    top = int(round(min(max(cy - side / 2.0, 0), height - side)))
+    return left, top, left + side, top + side
+
+
+def _resize_uint8(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    if img.shape[1] == width and img.shape[0] == height:
+        return img
+    return np.asarray(Image.fromarray(img).resize((width, height), Image.LANCZOS))
+
+
+def prepare_portrait(image, config: GenerateConfig, analyzer) -> tuple[Portrait, np.ndarray, np.ndarray]:
+    """Find the face and cut the square crop that will be animated (at min_resolution)."""
+    name = image if isinstance(image, (str, os.PathLike)) else None
+    rgb = load_image(image)
+    try:
+        detection, landmarks = analyzer.analyze(rgb, face_index=config.face_index)
+    except FaceNotFoundError as e:
+        where = f"in '{name}'" if name else "in the image"
+        raise FaceNotFoundError(f"No face found {where}. {e}") from None
+    box = crop_box(detection.box, config.expand_ratio, rgb.shape[1], rgb.shape[0])
+    portrait = Portrait(image=rgb, detection=detection, landmarks=landmarks, crop_box=box,
+                        source_path=str(name) if name else None)
+    S = config.min_resolution
+    x0, y0, x1, y1 = box
+    crop = _resize_uint8(np.ascontiguousarray(rgb[y0:y1, x0:x1]), S, S)
+    scale = S / float(x1 - x0)
+    lm = landmarks.astype(np.float32).copy()
+    lm[:, 0] = (lm[:, 0] - x0) * scale
+    lm[:, 1] = (lm[:, 1] - y0) * scale
+    lm[:, 2] *= scale
+    return portrait, crop, lm
+
+
+def prepare_audio(audio, config: GenerateConfig) -> tuple[AudioClip, SpeechFeatures]:
+    clip = fit_duration(load_audio(audio), config.duration)
+    n = frame_count(clip.duration, config.fps)
+    speech = analyze_speech(clip.mono(), clip.sample_rate, config.fps, n)
+    return clip, speech
+
+
+class _FullFramePaster:
+    """Pastes animated crops back into the whole photo with a feathered edge (no seam)."""
+
+    def __init__(self, portrait: Portrait, config: GenerateConfig, device: torch.device):
+        H, W = portrait.image.shape[:2]
+        f = min(1.0, config.max_full_side / float(max(H, W)))
+        self.width, self.height = max(2, int(W * f) // 2 * 2), max(2, int(H * f) // 2 * 2)
+        fx, fy = self.width / W, self.height / H
+        x0, y0, x1, y1 = portrait.crop_box
+        self.x0, self.y0 = int(round(x0 * fx)), int(round(y0 * fy))
+        self.w, self.h = max(1, int(round(x1 * fx)) - self.x0), max(1, int(round(y1 * fy)) - self.y0)
+        base = _resize_uint8(portrait.image, self.width, self.height)
+        self.base = torch.from_numpy(np.ascontiguousarray(base)).to(device)
+        # Feather 4% of the crop: the warp is the identity near the crop border, so
+        # blending there only hides the resampling difference.
+        ramp = max(2, int(0.04 * min(self.w, self.h)))
+        yy = torch.arange(self.h, device=device, dtype=torch.float32)
+        xx = torch.arange(self.w, device=device, dtype=torch.float32)
+        my = ((torch.minimum(yy, self.h - 1 - yy) + 0.5) / ramp).clamp(0, 1)
+        mx = ((torch.minimum(xx, self.w - 1 - xx) + 0.5) / ramp).clamp(0, 1)
+        self.mask = (my[:, None] * mx[None, :])[None, :, :, None]
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        B = crops.shape[0]
+        x = crops.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(self.h, self.w), mode="bilinear", align_corners=False,
+                          antialias=self.h < crops.shape[1]).permute(0, 2, 3, 1)
+        out = self.base[None].expand(B, -1, -1, -1).clone()
+        region = out[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w].float()
+        blended = region + self.mask * (x - region)
+        out[:, self.y0:self.y0 + self.h, self.x0:self.x0 + self.w] = (blended + 0.5).clamp(0, 255).to(torch.uint8)
+        return out
+
+
+def auto_batch(size: int, device: torch.device) -> int:
+    budget = (16 if device.type == "cuda" else 2) * 1024 * 1024  # output pixels per chunk
+    return int(max(1, min(64, budget // (size * size))))
+
+
+def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None = None, *,
+             device: str | torch.device | None = None, model_dir: str | os.PathLike | None = None,
+             progress: Progress | None = None, analyzer=None, **overrides) -> GenerateResult:
+    """Animate the face in `image` with the speech in `audio` and write an MP4 to `out`.
+
+    `image`: a path or an RGB array; `audio`: a path, bytes, AudioClip or (samples, rate).
+    Settings come from `config` and/or keyword overrides (see GenerateConfig). The MP4 is
+    written to a temporary file and renamed when complete, so `out` is never partial.
+    """
+    from .face import FaceAnalyzer
+    from .models import ensure_face_models, load_face_topology
+    from .render.renderer import PortraitRenderer
+    from .video import Mp4Writer
+
+    cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
+    dev = resolve_device(device)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - t
+        t = now
+
+    clip, speech = prepare_audio(audio, cfg)
+    lap("audio")
+    ensure_face_models(model_dir)
+    analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
+    portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
+    lap("face")
+    track = loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
+    lap("motion")
+    renderer = PortraitRenderer(crop, lm, load_face_topology(model_dir), dev, cfg.inference_steps, cfg.seed)
+    paster = _FullFramePaster(portrait, cfg, dev) if cfg.output == "full" else None
+    width, height = (paster.width, paster.height) if paster else (cfg.min_resolution, cfg.min_resolution)
+    lap("setup")
+    n = track.num_frames
+    batch = cfg.batch_size or auto_batch(cfg.min_resolution, dev)
+    with Mp4Writer(out, width, height, cfg.fps, audio=clip, crf=cfg.crf, preset=cfg.preset,
+                   encode_ahead=True) as writer:
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            frames = renderer.render(track, start, stop)
+            if paster is not None:
+                frames = paster(frames)
+            writer.write(frames)
+            if progress is not None:
+                progress(stop, n)
+        lap("render")
+    lap("encode")
+    return GenerateResult(path=os.fspath(out), frames=n, seconds=n / cfg.fps, width=width, height=height,
+                          fps=cfg.fps, device=str(dev), timings=timings)
+
+
+def render_motion(renderer, track: MotionTrack, batch: int):
+    """Yield frame chunks [B,S,S,3] uint8 (on the renderer's device) for a whole track."""
+    for start in range(0, track.num_frames, batch):
+        yield renderer.render(track, start, min(track.num_frames, start + batch))

@@ -1,0 +1,1 @@
+"""Mesh-warp renderer: rig, deformation, inverse warp, mouth interior, paste-back."""

@@ -1,0 +1,35 @@
+"""Per-frame target positions of the rig's vertices, batched over frames (any device)."""
+from __future__ import annotations
+
+import torch
+
+from .rig import FaceRig
+
+
+def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
+    """[B,3] (yaw, pitch, roll) radians -> [B,3,3], image axes (x right, y down, z away from camera)."""
+    yaw, pitch, roll = angles.unbind(-1)
+    c, s = torch.cos, torch.sin
+    one, zero = torch.ones_like(yaw), torch.zeros_like(yaw)
+    ry = torch.stack([c(yaw), zero, s(yaw), zero, one, zero, -s(yaw), zero, c(yaw)], -1).view(-1, 3, 3)
+    rx = torch.stack([one, zero, zero, zero, c(pitch), -s(pitch), zero, s(pitch), c(pitch)], -1).view(-1, 3, 3)
+    rz = torch.stack([c(roll), -s(roll), zero, s(roll), c(roll), zero, zero, zero, one], -1).view(-1, 3, 3)
+    return rz @ rx @ ry
+
+
+def rigid_head(rig: FaceRig, points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """Move [B,N,3] points with the head (rotation about the rig pivot, then translation); returns [B,N,2]."""
+    r = rotation_matrices(rotation)
+    moved = (points - rig.pivot) @ r.transpose(1, 2) + rig.pivot
+    return moved[..., :2] + (translation * rig.face_height)[:, None, :]
+
+
+def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink: torch.Tensor,
+           brow: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device)."""
+    base = rig.vertices[None, :, :2]
+    local = (base + jaw_open[:, None, None] * rig.jaw_dir + lip_width[:, None, None] * rig.lip_width_dir
+             + blink[:, None, None] * rig.blink_dir + brow[:, None, None] * rig.brow_dir)
+    local3 = torch.cat([local, rig.vertices[None, :, 2:].expand(local.shape[0], -1, -1)], dim=-1)
+    head = rigid_head(rig, local3, rotation, translation)
+    return local + rig.head_weight[None, :, None] * (head - local)

@@ -1,0 +1,210 @@
+"""Synthesized mouth interior: cavity, upper teeth fixed to the skull, lower teeth on the jaw, tongue.
+
+Drawn per frame inside the deformed inner-lip contour, in a mouth frame (u across
+from corner to corner, v down, in pixels), with colours taken from the photo:
+teeth are the photo's white point tinted by its colour cast, the cavity and tongue
+are darkened lip colour. Shading darkens toward the corners and under the upper
+lip, tooth gaps are faint darker lines, and the whole interior gets the photo's
+grain and softness so it does not look pasted on. Batched over frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import topology as tp
+
+# Tooth boundaries across the mouth (fractions of half-width): central incisors widest.
+_TOOTH_EDGES = (0.0, 0.26, 0.47, 0.64, 0.78, 0.9)
+
+
+@dataclass
+class MouthStyle:
+    teeth: torch.Tensor  # [3] linear-ish RGB 0..1
+    cavity: torch.Tensor  # [3]
+    tongue: torch.Tensor  # [3]
+    grain: float  # std of the photo's pixel noise, 0..1 units
+    softness: float  # blur sigma in pixels matching the photo's sharpness
+
+
+def _region_mean(img: np.ndarray, pts: np.ndarray, radius: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    vals = []
+    r = max(1, int(radius))
+    for x, y in pts:
+        x0, x1 = int(max(x - r, 0)), int(min(x + r + 1, w))
+        y0, y1 = int(max(y - r, 0)), int(min(y + r + 1, h))
+        if x1 > x0 and y1 > y0:
+            vals.append(img[y0:y1, x0:x1].reshape(-1, 3))
+    return np.concatenate(vals).mean(0) if vals else np.full(3, 0.5)
+
+
+def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -> MouthStyle:
+    """Colours, grain and softness of the photo, measured around the face."""
+    img = crop.astype(np.float32) / 255.0
+    p2 = landmarks[:, :2]
+    lip = _region_mean(img, p2[list(tp.OUTER_LOWER[2:-2])] * 0.6 + p2[list(tp.INNER_LOWER[2:-2])] * 0.4, mouth_width * 0.03)
+    cheeks = _region_mean(img, p2[[50, 280, 101, 330]], mouth_width * 0.08)
+    face_pts = p2.astype(int)
+    h, w = img.shape[:2]
+    inside = (face_pts[:, 0] >= 0) & (face_pts[:, 0] < w) & (face_pts[:, 1] >= 0) & (face_pts[:, 1] < h)
+    face_vals = img[face_pts[inside, 1], face_pts[inside, 0]]
+    lum = face_vals @ np.array([0.299, 0.587, 0.114], np.float32)
+    white = float(np.clip(np.percentile(lum, 97) * 1.05, 0.35, 0.95))
+    cast = cheeks / max(float(cheeks.mean()), 1e-3)
+    teeth = white * (0.8 + 0.2 * cast) * np.array([1.0, 0.94, 0.84], np.float32)
+    cavity = lip * 0.22 + np.array([0.02, 0.0, 0.0], np.float32)
+    tongue = lip * 0.55 + np.array([0.08, 0.0, 0.0], np.float32)
+    # Grain: high-pass residual on the cheeks; softness: a smoother photo gets a softer interior.
+    gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    cx, cy = p2[50].astype(int)
+    r = max(3, int(mouth_width * 0.1))
+    patch = gray[max(cy - r, 0):cy + r, max(cx - r, 0):cx + r]
+    if patch.shape[0] > 4 and patch.shape[1] > 4:
+        hp = patch[1:-1, 1:-1] - 0.25 * (patch[:-2, 1:-1] + patch[2:, 1:-1] + patch[1:-1, :-2] + patch[1:-1, 2:])
+        grain = float(np.clip(hp.std() * 0.8, 0.002, 0.05))
+    else:
+        grain = 0.01
+    softness = float(np.clip(mouth_width / 120.0, 0.5, 2.5))
+    t = lambda a: torch.as_tensor(np.clip(a, 0, 1), dtype=torch.float32)  # noqa: E731
+    return MouthStyle(teeth=t(teeth), cavity=t(cavity), tongue=t(tongue), grain=grain, softness=softness)
+
+
+def _interp_rows(u: torch.Tensor, ku: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear v(u) per frame: u [B,N], knots ku/kv [B,K] (ku ascending) -> [B,N]."""
+    idx = torch.searchsorted(ku.contiguous(), u.contiguous()).clamp(1, ku.shape[1] - 1)
+    u0, u1 = ku.gather(1, idx - 1), ku.gather(1, idx)
+    v0, v1 = kv.gather(1, idx - 1), kv.gather(1, idx)
+    t = ((u - u0) / (u1 - u0).clamp_min(1e-6)).clamp(0, 1)
+    return v0 + t * (v1 - v0)
+
+
+def _sorted_knots(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    order = u.argsort(dim=1)
+    return u.gather(1, order), v.gather(1, order)
+
+
+def _seg_distance(px: torch.Tensor, py: torch.Tensor, poly: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance to a closed polygon's edges and inside test. px,py [B,N]; poly [B,K,2]."""
+    a = poly[:, None]  # [B,1,K,2]
+    b = torch.roll(poly, -1, dims=1)[:, None]
+    p = torch.stack([px, py], -1)[:, :, None]  # [B,N,1,2]
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0, 1)
+    dist = (p - (a + t[..., None] * ab)).norm(dim=-1).min(dim=-1).values
+    ay, by = a[..., 1], b[..., 1]
+    cond = (ay > p[..., 1]) != (by > p[..., 1])
+    xint = a[..., 0] + (p[..., 1] - ay) * ab[..., 0] / torch.where(ab[..., 1] == 0, torch.full_like(ab[..., 1], 1e-9), ab[..., 1])
+    inside = ((cond & (p[..., 0] < xint)).sum(-1) % 2) == 1
+    return dist, inside
+
+
+def composite_mouth(frames: torch.Tensor, tgt: torch.Tensor, teeth_upper: torch.Tensor, style: MouthStyle,
+                    mouth_width: float, noise: torch.Tensor) -> torch.Tensor:
+    """Paint the mouth interior into `frames` [B,3,S,S] (0..1) where the lips are apart.
+
+    `tgt` [B,V,2] deformed vertices; `teeth_upper` [B,11,2] the upper inner lip as it
+    would be with the head moving but the lips at rest: the upper teeth hang from it.
+    `noise` [S,S] a fixed grain pattern (same every frame: no shimmer).
+    """
+    B, _, S, _ = frames.shape
+    dev = frames.device
+    upper = tgt[:, list(tp.INNER_UPPER)]
+    lower = tgt[:, list(tp.INNER_LOWER)]
+    poly = torch.cat([upper, lower.flip(1)[:, 1:-1]], dim=1)
+    # Window: the outer lips' box (covers every frame), so the work is small.
+    outer = tgt[:, list(tp.OUTER_UPPER + tp.OUTER_LOWER)]
+    lo = outer.amin(dim=(0, 1)).floor() - 2
+    hi = outer.amax(dim=(0, 1)).ceil() + 2
+    x0, y0 = int(lo[0].clamp(0, S - 1)), int(lo[1].clamp(0, S - 1))
+    x1, y1 = int(hi[0].clamp(1, S)), int(hi[1].clamp(1, S))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return frames
+    ys = torch.arange(y0, y1, device=dev, dtype=torch.float32) + 0.5
+    xs = torch.arange(x0, x1, device=dev, dtype=torch.float32) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    h, w = gy.shape
+    px, py = gx.reshape(1, -1).expand(B, -1), gy.reshape(1, -1).expand(B, -1)
+
+    dist, inside = _seg_distance(px, py, poly)
+    feather = max(0.8, mouth_width / 90.0)
+    sd = torch.where(inside, dist, -dist)
+    alpha = ((sd + 0.3 * feather) / feather).clamp(0, 1)
+    if not bool((alpha > 0).any()):
+        return frames
+
+    # Mouth frame: origin between the inner corners, u across (-1..1), v down in pixels.
+    cl, cr = tgt[:, tp.INNER_CORNERS[0]], tgt[:, tp.INNER_CORNERS[1]]
+    mid = (cl + cr) / 2
+    ex = cr - cl
+    half = ex.norm(dim=-1, keepdim=True).clamp_min(1.0) / 2
+    ex = ex / (2 * half)
+    ey = torch.stack([-ex[:, 1], ex[:, 0]], -1)
+    if bool((ey[:, 1] < 0).any()):
+        ey = torch.where(ey[:, 1:2] < 0, -ey, ey)
+
+    def uv(pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = pts - mid[:, None]
+        return (d * ex[:, None]).sum(-1) / half, (d * ey[:, None]).sum(-1)
+
+    pu, pv = uv(torch.stack([px, py], -1))
+    lu, lv = _sorted_knots(*uv(lower))
+    tu, tv = _sorted_knots(*uv(teeth_upper))
+    uu, uvv = _sorted_knots(*uv(upper))
+    v_low = _interp_rows(pu, lu, lv)
+    v_up = _interp_rows(pu, uu, uvv)
+    v_teeth_top = _interp_rows(pu, tu, tv)
+    au = pu.abs().clamp(max=1.0)
+    tooth_len = 0.16 * mouth_width * (1 - 0.45 * au ** 2)
+    v_upper_edge = v_teeth_top + tooth_len
+    lower_len = 0.06 * mouth_width * (1 - 0.45 * au ** 2)
+    v_lower_edge = v_low - lower_len
+    gap = (v_low - v_up).clamp_min(0)
+    open_amt = (gap / (0.35 * mouth_width)).clamp(0, 1)
+
+    soft = max(0.6, mouth_width / 160.0)
+    upper_teeth = ((v_upper_edge - pv) / soft).clamp(0, 1) * (1 - ((au - 0.92) / 0.08).clamp(0, 1))
+    lower_teeth = ((pv - v_lower_edge) / soft).clamp(0, 1) * (1 - ((au - 0.6) / 0.12).clamp(0, 1)) * open_amt
+    lower_teeth = lower_teeth * (1 - upper_teeth)
+
+    # Cavity: dark, darkest at its centre; a touch lighter near the lips.
+    depth = ((pv - v_up) * (v_low - pv)).clamp_min(0) / (0.25 * gap ** 2).clamp_min(1.0)
+    cav_shade = 1.0 - 0.55 * depth.clamp(0, 1) * (1 - 0.3 * au)
+    cavity = style.cavity.to(dev).view(1, 3, 1) * cav_shade[:, None]
+    # Tongue: a low ellipse resting behind the lower teeth, seen when the mouth is open.
+    tongue_c = v_low - 0.16 * mouth_width
+    tongue_e = (pu / 0.7) ** 2 + ((pv - tongue_c) / (0.12 * mouth_width)) ** 2
+    tongue_a = ((1 - tongue_e) / 0.25).clamp(0, 1) * open_amt.clamp(0, 1)
+    tongue_col = style.tongue.to(dev).view(1, 3, 1) * (0.65 + 0.35 * (1 - au))[:, None]
+    interior = cavity * (1 - tongue_a[:, None]) + tongue_col * tongue_a[:, None]
+
+    # Teeth: shadow under the upper lip and toward the corners, faint gaps between teeth.
+    gaps = torch.zeros_like(pu)
+    for e in _TOOTH_EDGES:
+        width_u = 0.012 + 0.01 * e
+        gaps = torch.maximum(gaps, (1 - ((au - e).abs() / width_u)).clamp(0, 1))
+    lip_shadow = (((pv - v_up) / (0.08 * mouth_width)).clamp(0, 1)) * 0.45 + 0.55
+    side_shade = 1 - 0.7 * au ** 1.5
+    light = (0.7 + 0.3 * open_amt) * side_shade * (1 - 0.25 * gaps)
+    teeth_col = style.teeth.to(dev).view(1, 3, 1)
+    up_col = teeth_col * (light * lip_shadow)[:, None]
+    low_col = teeth_col * (light * 0.7)[:, None]
+    interior = interior * (1 - upper_teeth[:, None]) + up_col * upper_teeth[:, None]
+    interior = interior * (1 - lower_teeth[:, None]) + low_col * lower_teeth[:, None]
+
+    grain = noise[y0:y1, x0:x1].reshape(1, 1, -1) * style.grain
+    interior = (interior + grain).clamp(0, 1).view(B, 3, h, w)
+    k = int(max(1, round(style.softness * 1.5)))
+    if style.softness > 0.4:
+        xk = torch.arange(-k, k + 1, device=dev, dtype=torch.float32)
+        g = torch.exp(-0.5 * (xk / style.softness) ** 2)
+        g = g / g.sum()
+        interior = F.conv2d(F.pad(interior, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        interior = F.conv2d(F.pad(interior, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    a = alpha.view(B, 1, h, w)
+    out = frames.clone()
+    out[:, :, y0:y1, x0:x1] = frames[:, :, y0:y1, x0:x1] * (1 - a) + interior * a
+    return out

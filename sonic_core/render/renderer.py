@@ -1,0 +1,66 @@
+"""Frames from a motion track: deform the rig, inverse-warp the photo, paint the mouth, paste back."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..types import MotionTrack
+from . import topology as tp
+from .deform import deform, rigid_head
+from .mouth import composite_mouth, estimate_style
+from .rig import FaceRig, build_rig
+from .warp import inverse_warp, triangle_neighbours
+
+
+class PortraitRenderer:
+    """Renders square face-crop frames of one portrait; holds everything that is per-photo.
+
+    `crop` is the [S,S,3] uint8 source crop, `landmarks` its FaceMesh points in crop
+    pixels, `triangles` the FaceMesh triangles. All per-frame work runs on `device`
+    in batches (`render(track, start, stop)`).
+    """
+
+    def __init__(self, crop: np.ndarray, landmarks: np.ndarray, triangles: np.ndarray,
+                 device: torch.device | str = "cpu", max_steps: int = 25, seed: int = 0):
+        self.device = torch.device(device)
+        self.size = int(crop.shape[0])
+        self.max_steps = int(max_steps)
+        rig = build_rig(landmarks, triangles, self.size)
+        self.style = estimate_style(crop, landmarks, rig.mouth_width)
+        self.rig: FaceRig = rig.to(self.device)
+        self.neighbours = triangle_neighbours(rig.triangles).to(self.device)
+        self.source = torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        gen = torch.Generator().manual_seed(int(seed) + 7919)
+        self.noise = torch.randn(self.size, self.size, generator=gen).to(self.device)
+        self.last_steps = 0
+        self._active = self.rig.active_vertices()
+
+    def _chunk(self, track: MotionTrack, start: int, stop: int) -> dict[str, torch.Tensor]:
+        t = lambda a: torch.as_tensor(np.asarray(a[start:stop]), dtype=torch.float32, device=self.device)  # noqa: E731
+        return dict(jaw_open=t(track.jaw_open), lip_width=t(track.lip_width), blink=t(track.blink),
+                    brow=t(track.brow_raise), rotation=t(track.head_rotation), translation=t(track.head_translation))
+
+    @torch.no_grad()
+    def render(self, track: MotionTrack, start: int, stop: int) -> torch.Tensor:
+        """Frames [B,S,S,3] uint8 on the renderer's device for track frames start..stop-1."""
+        c = self._chunk(track, start, stop)
+        rig = self.rig
+        tgt = deform(rig, **c)
+        B, S = tgt.shape[0], self.size
+        # Only the box around the deforming triangles (in any frame) is warped; the rest is the photo.
+        pts = tgt[:, self._active].reshape(-1, 2)
+        x0, y0 = (int(v) for v in pts.amin(0).floor().clamp(0, S - 1).tolist())
+        x1, y1 = (int(v) for v in pts.amax(0).ceil().clamp(1, S).tolist())
+        window = (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+        src_xy, _, steps = inverse_warp(rig.vertices[:, :2], tgt, rig.triangles, self.neighbours, rig.tri_map,
+                                        window, self.max_steps)
+        self.last_steps = steps
+        grid = src_xy * (2.0 / S) - 1.0
+        frames = self.source.expand(B, -1, -1, -1).clone()
+        frames[:, :, y0:y0 + window[3], x0:x0 + window[2]] = F.grid_sample(
+            self.source.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        rest_upper = rig.vertices[list(tp.INNER_UPPER)][None].expand(B, -1, -1)
+        teeth_upper = rigid_head(rig, rest_upper, c["rotation"], c["translation"])
+        frames = composite_mouth(frames, tgt, teeth_upper, self.style, rig.mouth_width, self.noise)
+        return (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)

@@ -1,0 +1,317 @@
+"""The animation rig: the photo's FaceMesh extended into a mesh that covers the whole crop.
+
+The 468 FaceMesh points cover only the face. To move the head and nothing else, the
+rig adds two rings outside the face oval (hair/forehead/neck, then a fading ring)
+and a fixed ring on the crop border, triangulates everything, and closes the mouth
+and eye holes with strips so every output pixel belongs to exactly one triangle.
+Per-vertex weights say how much each motion channel (head, jaw, upper lip, lip
+width, blink, brows) moves each vertex; the per-frame deformation is then a few
+batched multiply-adds (see `deform.py`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import topology as tp
+
+
+@dataclass
+class FaceRig:
+    size: int  # the crop is size x size pixels
+    vertices: torch.Tensor  # [V, 3] float32 crop pixels (x, y, z); first 468 are FaceMesh points
+    triangles: torch.Tensor  # [T, 3] int64
+    mouth_triangles: torch.Tensor  # [T] bool: triangles closing the mouth hole (interior is synthesized there)
+    head_weight: torch.Tensor  # [V] share of the rigid head motion
+    jaw_dir: torch.Tensor  # [V, 2] displacement per unit jaw opening (pixels per 1.0 = mouth width)
+    lip_width_dir: torch.Tensor  # [V, 2] displacement per unit relative mouth-width change
+    blink_dir: torch.Tensor  # [V, 2] displacement for fully closed eyes
+    brow_dir: torch.Tensor  # [V, 2] displacement for a full brow raise
+    pivot: torch.Tensor  # [3] head rotation centre
+    face_height: float  # eye midpoint to chin, pixels
+    mouth_width: float  # outer lip corner to corner, pixels
+    down: torch.Tensor  # [2] unit vector pointing down the face in the image
+    tri_map: torch.Tensor  # [size, size] int64: source triangle of each pixel centre
+    moving_vertices: torch.Tensor  # [V] bool: vertices that some motion channel moves
+
+    def active_vertices(self) -> torch.Tensor:
+        """Vertices of every triangle that can deform: outside their hull the frame is the photo."""
+        moving_tris = self.moving_vertices[self.triangles].any(dim=1)
+        return torch.unique(self.triangles[moving_tris])
+
+    def to(self, device: torch.device | str) -> "FaceRig":
+        kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return FaceRig(**kw)
+
+
+def _smoothstep(x: np.ndarray, a: float, b: float) -> np.ndarray:
+    t = np.clip((x - a) / (b - a), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _relax(values: np.ndarray, triangles: np.ndarray, pinned: np.ndarray, iterations: int) -> np.ndarray:
+    """Jacobi smoothing of a per-vertex field over the mesh edges, keeping pinned vertices."""
+    n = len(values)
+    e = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    deg = np.bincount(e[:, 0], minlength=n).astype(np.float64)
+    v = values.astype(np.float64).copy()
+    for _ in range(iterations):
+        avg = np.bincount(e[:, 0], weights=v[e[:, 1]], minlength=n) / np.maximum(deg, 1)
+        v = np.where(pinned | (deg == 0), v, 0.5 * v + 0.5 * avg)
+    return v
+
+
+def boundary_loop(triangles: np.ndarray) -> np.ndarray:
+    """Ordered vertices of the longest boundary cycle of a triangle mesh (the face oval)."""
+    from collections import Counter, defaultdict
+
+    edges = Counter()
+    for a, b, c in triangles:
+        for u, v in ((a, b), (b, c), (c, a)):
+            edges[(min(u, v), max(u, v))] += 1
+    adj = defaultdict(list)
+    for (u, v), n in edges.items():
+        if n == 1:
+            adj[u].append(v)
+            adj[v].append(u)
+    seen: set[int] = set()
+    best: list[int] = []
+    for start in adj:
+        if start in seen:
+            continue
+        loop, prev, cur = [start], None, start
+        seen.add(start)
+        while True:
+            nxt = [n for n in adj[cur] if n != prev and n not in seen]
+            if not nxt:
+                break
+            prev, cur = cur, nxt[0]
+            seen.add(cur)
+            loop.append(cur)
+        if len(loop) > len(best):
+            best = loop
+    return np.asarray(best, dtype=np.int64)
+
+
+def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd ray casting: which of `pts` [N,2] lie inside polygon `poly` [M,2]."""
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x0, y0 = poly[:, 0][None], poly[:, 1][None]
+    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
+    cond = (y0 > y) != (y1 > y)
+    xint = x0 + (y - y0) * (x1 - x0) / np.where(y1 - y0 == 0, 1e-12, y1 - y0)
+    return (cond & (x < xint)).sum(axis=1) % 2 == 1
+
+
+def _strip(upper: tuple[int, ...], lower: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Triangles filling the hole between two contours that share their end points."""
+    tris = []
+    for i in range(len(upper) - 1):
+        a, b, c, d = upper[i], upper[i + 1], lower[i + 1], lower[i]
+        if a == d:
+            tris.append((a, b, c))
+        elif b == c:
+            tris.append((a, b, d))
+        else:
+            tris += [(a, b, c), (a, c, d)]
+    return tris
+
+
+def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np.ndarray:
+    """Triangle id covering each pixel centre of a size x size image (nearest triangle fills gaps)."""
+    out = np.full((size, size), -1, dtype=np.int64)
+    v = verts[tris]  # [T,3,2]
+    for t in range(len(tris)):
+        (ax, ay), (bx, by), (cx, cy) = v[t]
+        x0, x1 = int(max(np.floor(min(ax, bx, cx) - 0.5), 0)), int(min(np.ceil(max(ax, bx, cx)), size))
+        y0, y1 = int(max(np.floor(min(ay, by, cy) - 0.5), 0)), int(min(np.ceil(max(ay, by, cy)), size))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        px, py = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
+        den = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
+        if abs(den) < 1e-9:
+            continue
+        l0 = ((by - cy) * (px - cx) + (cx - bx) * (py - cy)) / den
+        l1 = ((cy - ay) * (px - cx) + (ax - cx) * (py - cy)) / den
+        inside = (l0 >= -1e-6) & (l1 >= -1e-6) & (1 - l0 - l1 >= -1e-6)
+        region = out[y0:y1, x0:x1]
+        region[inside & (region < 0)] = t
+    missing = out < 0
+    if missing.any():
+        from scipy.ndimage import distance_transform_edt
+
+        _, (iy, ix) = distance_transform_edt(missing, return_indices=True)
+        out = out[iy, ix]
+    return out
+
+
+def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> FaceRig:
+    """Rig for a photo crop of `size` pixels whose FaceMesh points are `landmarks` [468,3] (crop pixels)."""
+    from scipy.spatial import Delaunay
+
+    lm = np.asarray(landmarks, np.float64)
+    p2 = lm[:, :2]
+    eye_r = p2[list(tp.RIGHT_EYE_UPPER + tp.RIGHT_EYE_LOWER)].mean(0)
+    eye_l = p2[list(tp.LEFT_EYE_UPPER + tp.LEFT_EYE_LOWER)].mean(0)
+    eye_mid = (eye_r + eye_l) / 2
+    mouth_c = p2[list(tp.INNER_UPPER + tp.INNER_LOWER)].mean(0)
+    chin = p2[tp.CHIN]
+    down = chin - eye_mid
+    face_h = float(np.linalg.norm(down))
+    down /= face_h
+    right = np.array([-down[1], down[0]])  # image-right for an upright face
+    mouth_w = float(np.linalg.norm(p2[tp.MOUTH_CORNERS[0]] - p2[tp.MOUTH_CORNERS[1]]))
+
+    # Rings outside the face oval, and the fixed crop border.
+    oval = boundary_loop(mesh_triangles)
+    oval_pts = p2[oval]
+    centre = oval_pts.mean(0)
+    sub = oval_pts[::2]
+    margin = 0.02 * size
+    rings, ring_head, ring_jaw = [], [], []
+    # Ring 1 (hair line, neck) moves with the head; ring 2 is static, so everything
+    # beyond it (the background) is exactly the photo and only the band between the
+    # rings stretches to absorb the motion.
+    for k, w_above, w_below in ((1.2, 1.0, 0.55), (1.5, 0.0, 0.0)):
+        pts = centre + k * (sub - centre)
+        keep = np.all((pts > margin) & (pts < size - margin), axis=1)
+        pts = pts[keep]
+        below = ((pts - mouth_c) @ down) / face_h  # > 0 below the mouth
+        w = w_above + (w_below - w_above) * _smoothstep(below, 0.2, 0.7)
+        rings.append(pts)
+        ring_head.append(w)
+        ring_jaw.append(np.where(k < 1.5, 0.45, 0.0) * _smoothstep(below, 0.3, 0.5) * _smoothstep(-np.abs((pts - mouth_c) @ right) / face_h, -0.5, -0.2))
+    n_side = 8
+    t = np.linspace(0, size, n_side + 1)[:-1]
+    border = np.concatenate([
+        np.stack([t, np.zeros_like(t)], 1), np.stack([np.full_like(t, size), t], 1),
+        np.stack([size - t, np.full_like(t, size)], 1), np.stack([np.zeros_like(t), size - t], 1)])
+    outer_pts = np.concatenate([oval_pts] + rings + [border])
+    outer_idx = np.concatenate([oval, 468 + np.arange(len(outer_pts) - len(oval))])
+    dl = Delaunay(outer_pts)
+    simp = dl.simplices
+    cent = outer_pts[simp].mean(1)
+    outside = ~_inside_polygon(cent, oval_pts)
+    outer_tris = outer_idx[simp[outside]]
+
+    hole_mouth = _strip(tp.INNER_UPPER, tp.INNER_LOWER)
+    hole_eyes = _strip(tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER) + _strip(tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER)
+    tris = np.concatenate([np.asarray(mesh_triangles, np.int64), outer_tris, np.asarray(hole_eyes), np.asarray(hole_mouth)])
+    mouth_mask = np.zeros(len(tris), bool)
+    mouth_mask[-len(hole_mouth):] = True
+
+    ring_pts = np.concatenate(rings) if rings else np.zeros((0, 2))
+    n_ring = len(ring_pts)
+    verts2 = np.concatenate([p2, ring_pts, border])
+    V = len(verts2)
+    # Depth for ring points: that of the nearest oval point (the head's silhouette).
+    z_oval = lm[oval, 2]
+    near = np.argmin(((ring_pts[:, None] - oval_pts[None]) ** 2).sum(-1), axis=1) if n_ring else np.zeros(0, int)
+    z = np.concatenate([lm[:, 2], z_oval[near], np.zeros(len(border))])
+    verts = np.concatenate([verts2, z[:, None]], axis=1)
+
+    head_w = np.concatenate([np.ones(468), np.concatenate(ring_head) if n_ring else np.zeros(0), np.zeros(len(border))])
+
+    # Face-frame coordinates: nx across, ny down, in face heights, origin at the mouth centre.
+    rel = verts2 - mouth_c
+    nx, ny = rel @ right / face_h, rel @ down / face_h
+    ny_corner = float(((p2[list(tp.MOUTH_CORNERS)] - mouth_c) @ down).mean() / face_h)
+    ny_inner_low = float(((p2[tp.LOWER_LIP_MID] - mouth_c) @ down) / face_h)
+    half_w = mouth_w / 2
+    u = (rel @ right) / half_w
+    # The jaw field: everything under the mouth slit moves with the jaw (the lower lip
+    # fully, the chin a little less as the lip rolls down), fading sideways toward the
+    # jaw angles and, beside the mouth, upward into the cheeks. The upper lip and all
+    # above stay. Contour points are classified explicitly: in a closed mouth the
+    # inner lips coincide, so geometry alone cannot tell upper from lower.
+    d = np.abs(u)
+    lateral = np.where(d <= 1.0, 1.0 - 0.5 * d ** 2, 0.5 * np.exp(-(((d - 1.0) / 1.4) ** 2)))
+    inner_u = np.concatenate([u[list(tp.INNER_UPPER)], u[list(tp.INNER_LOWER)]])
+    inner_ny = np.concatenate([ny[list(tp.INNER_UPPER)], ny[list(tp.INNER_LOWER)]])
+    order = np.argsort(inner_u)
+    slit = np.interp(u, inner_u[order], inner_ny[order])
+    ny_chin = float(((p2[tp.CHIN] - mouth_c) @ down) / face_h)
+    ny_outer_low = float(((p2[17] - mouth_c) @ down) / face_h)
+    roll_off = 1.0 - 0.2 * _smoothstep(ny, ny_outer_low, ny_chin)
+    below_slit = (ny > slit).astype(np.float64)
+    cheek = _smoothstep(ny, ny_corner - 0.02, ny_corner + 0.15)
+    side = _smoothstep(d, 1.0, 1.6)
+    jaw_w = ((1 - side) * below_slit + side * cheek) * roll_off * lateral
+    for idx in tp.OUTER_UPPER + tp.INNER_UPPER:
+        jaw_w[idx] = 0.0
+    for idx in tp.OUTER_LOWER + tp.INNER_LOWER:
+        jaw_w[idx] = lateral[idx]
+    # Relax the field over the mesh (lip contours and the upper face pinned): a weight
+    # that jumps between neighbouring vertices would fold triangles near the corners.
+    pinned = np.zeros(468, bool)
+    pinned[list(tp.OUTER_UPPER + tp.INNER_UPPER + tp.OUTER_LOWER + tp.INNER_LOWER)] = True
+    pinned |= (below_slit[:468] == 0) & (d[:468] < 1.0)
+    jaw_w[:468] = _relax(jaw_w[:468], np.asarray(mesh_triangles), pinned, iterations=12)
+    # Upper lip: lifts a little as a whole, fading up toward the nose and sideways.
+    lateral_up = np.where(d <= 1.0, 1.0 - 0.7 * d ** 2, 0.3 * np.exp(-(((d - 1.0) / 0.5) ** 2)))
+    outer_u, outer_ny = u[list(tp.OUTER_UPPER)], ny[list(tp.OUTER_UPPER)]
+    order = np.argsort(outer_u)
+    lip_top = np.interp(u, outer_u[order], outer_ny[order])
+    up_profile = 1.0 - _smoothstep(lip_top - ny, 0.0, 0.12)
+    upper_w = (1.0 - below_slit) * up_profile * lateral_up
+    upper_w[468:] = 0.0
+    for idx in tp.OUTER_LOWER + tp.INNER_LOWER:
+        upper_w[idx] = 0.0
+    for idx in tp.OUTER_UPPER + tp.INNER_UPPER:
+        upper_w[idx] = lateral_up[idx]
+    for idx in tp.MOUTH_CORNERS + tp.INNER_CORNERS:
+        jaw_w[idx], upper_w[idx] = 0.25, 0.0
+    jaw_w[468:] = 0.0
+    if n_ring:
+        jaw_w[468:468 + n_ring] = np.concatenate(ring_jaw)
+    # Jaw opening moves the lower face down; the upper lip lifts a little.
+    jaw_dir = jaw_w[:, None] * down[None] * mouth_w - 0.12 * upper_w[:, None] * down[None] * mouth_w
+
+    # Lip width: stretch sideways around the mouth centre, fading with distance.
+    dist = np.sqrt(nx ** 2 + (ny * 1.6) ** 2)
+    width_fall = np.exp(-((dist / (0.55 * mouth_w / face_h)) ** 2))
+    lip_width_dir = (rel @ right)[:, None] * right[None] * width_fall[:, None]
+    lip_width_dir[468:] = 0.0
+
+    # Blink: upper lids close onto the lower lids; the fold above follows partly.
+    blink_dir = np.zeros((V, 2))
+    for upper, lower, fold in ((tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.RIGHT_LID_FOLD),
+                               (tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER, tp.LEFT_LID_FOLD)):
+        for a, b in zip(upper[1:-1], lower[1:-1]):
+            # The lids stop a hair apart: the squeezed eye becomes the dark lash line,
+            # and the triangles between the lids stay non-degenerate for the warp.
+            blink_dir[a] = 0.8 * (p2[b] - p2[a])
+            blink_dir[b] = 0.08 * (p2[a] - p2[b])
+        mids = np.array(upper[1:-1])
+        for f in fold:
+            nearest = mids[np.argmin(((p2[mids] - p2[f]) ** 2).sum(-1))]
+            blink_dir[f] = 0.45 * blink_dir[nearest]
+
+    # Brow raise: brows lift, the lid folds and the forehead above follow partly.
+    brow_dir = np.zeros((V, 2))
+    lift = -down * 0.045 * face_h
+    brow_idx = list(tp.RIGHT_BROW + tp.LEFT_BROW)
+    brow_ny = ny[brow_idx].mean()
+    for i in range(468):
+        if i in brow_idx:
+            brow_dir[i] = lift
+        elif ny[i] < brow_ny - 0.02:  # forehead
+            brow_dir[i] = lift * 0.6 * (1 - _smoothstep(brow_ny - ny[i], 0.15, 0.5))
+    for f in tp.RIGHT_LID_FOLD + tp.LEFT_LID_FOLD:
+        brow_dir[f] = lift * 0.35
+
+    pivot = np.array([centre[0], centre[1] + 0.25 * face_h, float(lm[:, 2].mean()) + 0.6 * face_h])
+    tri_map = rasterize_triangle_ids(verts2, tris, size)
+    moving = (head_w > 0) | (np.abs(jaw_dir).sum(1) > 0) | (np.abs(lip_width_dir).sum(1) > 0) \
+        | (np.abs(blink_dir).sum(1) > 0) | (np.abs(brow_dir).sum(1) > 0)
+    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    return FaceRig(
+        size=size, vertices=f32(verts), triangles=torch.as_tensor(tris, dtype=torch.int64),
+        mouth_triangles=torch.as_tensor(mouth_mask), head_weight=f32(head_w), jaw_dir=f32(jaw_dir),
+        lip_width_dir=f32(lip_width_dir), blink_dir=f32(blink_dir), brow_dir=f32(brow_dir), pivot=f32(pivot),
+        face_height=face_h, mouth_width=mouth_w, down=f32(down), tri_map=torch.as_tensor(tri_map),
+        moving_vertices=torch.as_tensor(moving),
+    )

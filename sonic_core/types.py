@@ -1,0 +1,87 @@
+"""Typed contracts between the engine's stages.
+
+Each stage (face -> speech -> motion -> render -> video) consumes and produces one
+of these small dataclasses, so a stage can be tested, benchmarked or replaced alone.
+Arrays are numpy on the host unless a field says torch; pixel coordinates are
+(x, y) with the origin at the top-left pixel corner of the image they refer to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found by the detector, in the coordinates of the analysed image."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    score: float
+    keypoints: np.ndarray  # [6, 2] pixels: right eye, left eye, nose, mouth, right ear, left ear
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+@dataclass
+class Portrait:
+    """The source photo and its face, as the face stage hands it to the renderer."""
+
+    image: np.ndarray  # [H, W, 3] uint8 RGB, the whole (possibly downscaled) source photo
+    detection: Detection
+    landmarks: np.ndarray  # [468, 3] float32, FaceMesh points in `image` pixels (z scaled like x)
+    crop_box: tuple[int, int, int, int]  # square x0, y0, x1, y1 after expand_ratio, may exceed image
+    source_path: str | None = None
+
+
+@dataclass
+class SpeechFeatures:
+    """Per-video-frame speech analysis: everything motion needs from the audio."""
+
+    fps: float
+    num_frames: int
+    loudness: np.ndarray  # [num_frames] float32, 0..1 normalised speech loudness
+    voiced: np.ndarray  # [num_frames] float32, 0..1 voicing probability
+    speech: np.ndarray  # [num_frames] bool, speech (True) vs. silence
+    extra: dict = field(default_factory=dict)  # optional per-frame features (visemes, pitch, ...)
+
+
+@dataclass
+class AudioClip:
+    """Decoded audio: float32 samples in [-1, 1], channels first."""
+
+    samples: np.ndarray  # [channels, samples] float32
+    sample_rate: int
+    source_path: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[1] / float(self.sample_rate)
+
+    def mono(self) -> np.ndarray:
+        return self.samples.mean(axis=0)
+
+
+@dataclass
+class MotionTrack:
+    """Per-frame animation controls, in units the renderer understands.
+
+    `jaw_open` is the mouth opening as a fraction of the face's mouth width (0 = closed
+    as in the photo); head angles are radians; translation is a fraction of face size;
+    `blink` is eyelid closure 0..1.
+    """
+
+    fps: float
+    jaw_open: np.ndarray  # [N]
+    lip_width: np.ndarray  # [N] relative change of mouth width (0 = as photo)
+    head_rotation: np.ndarray  # [N, 3] yaw, pitch, roll in radians
+    head_translation: np.ndarray  # [N, 2] x, y as a fraction of face size
+    blink: np.ndarray  # [N] 0..1
+    brow_raise: np.ndarray  # [N] 0..1
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.jaw_open.shape[0])
