@@ -121,7 +121,7 @@ class _FullFramePaster:
         self.x0, self.y0 = int(round(x0 * fx)), int(round(y0 * fy))
         self.w, self.h = max(1, int(round(x1 * fx)) - self.x0), max(1, int(round(y1 * fy)) - self.y0)
         base = _resize_uint8(portrait.image, self.width, self.height)
-        self.base = torch.from_numpy(np.ascontiguousarray(base)).to(device)
+        self.base = torch.from_numpy(np.array(base, dtype=np.uint8, copy=True)).to(device)
         # Feather 4% of the crop: the warp is the identity near the crop border, so
         # blending there only hides the resampling difference.
         ramp = max(2, int(0.04 * min(self.w, self.h)))
