@@ -102,15 +102,18 @@ def _seg_distance(px: torch.Tensor, py: torch.Tensor, poly: torch.Tensor) -> tup
     return dist, inside
 
 
-def composite_mouth(frames: torch.Tensor, tgt: torch.Tensor, teeth_upper: torch.Tensor, style: MouthStyle,
-                    mouth_width: float, noise: torch.Tensor) -> torch.Tensor:
-    """Paint the mouth interior into `frames` [B,3,S,S] (0..1) where the lips are apart.
+def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Tensor, teeth_upper: torch.Tensor,
+                    style: MouthStyle, mouth_width: float, noise: torch.Tensor) -> torch.Tensor:
+    """Paint the mouth interior, in place, into `frames` [B,3,h,w] (0..1) where the lips are apart.
 
+    `frames` is a window of the full crop whose top-left pixel is `offset` (x, y);
+    landmark coordinates are in full-crop pixels.
     `tgt` [B,V,2] deformed vertices; `teeth_upper` [B,11,2] the upper inner lip as it
     would be with the head moving but the lips at rest: the upper teeth hang from it.
     `noise` [S,S] a fixed grain pattern (same every frame: no shimmer).
     """
-    B, _, S, _ = frames.shape
+    B, _, fh, fw = frames.shape
+    ox, oy = offset
     dev = frames.device
     upper = tgt[:, list(tp.INNER_UPPER)]
     lower = tgt[:, list(tp.INNER_LOWER)]
@@ -119,8 +122,8 @@ def composite_mouth(frames: torch.Tensor, tgt: torch.Tensor, teeth_upper: torch.
     outer = tgt[:, list(tp.OUTER_UPPER + tp.OUTER_LOWER)]
     lo = outer.amin(dim=(0, 1)).floor() - 2
     hi = outer.amax(dim=(0, 1)).ceil() + 2
-    x0, y0 = int(lo[0].clamp(0, S - 1)), int(lo[1].clamp(0, S - 1))
-    x1, y1 = int(hi[0].clamp(1, S)), int(hi[1].clamp(1, S))
+    x0, y0 = int(lo[0].clamp(ox, ox + fw - 1)), int(lo[1].clamp(oy, oy + fh - 1))
+    x1, y1 = int(hi[0].clamp(ox + 1, ox + fw)), int(hi[1].clamp(oy + 1, oy + fh))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return frames
     ys = torch.arange(y0, y1, device=dev, dtype=torch.float32) + 0.5
@@ -205,6 +208,6 @@ def composite_mouth(frames: torch.Tensor, tgt: torch.Tensor, teeth_upper: torch.
         interior = F.conv2d(F.pad(interior, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
         interior = F.conv2d(F.pad(interior, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
     a = alpha.view(B, 1, h, w)
-    out = frames.clone()
-    out[:, :, y0:y1, x0:x1] = frames[:, :, y0:y1, x0:x1] * (1 - a) + interior * a
-    return out
+    region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+    region.mul_(1 - a).add_(interior * a)
+    return frames

@@ -30,7 +30,8 @@ class PortraitRenderer:
         self.style = estimate_style(crop, landmarks, rig.mouth_width)
         self.rig: FaceRig = rig.to(self.device)
         self.neighbours = triangle_neighbours(rig.triangles).to(self.device)
-        self.source = torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        self.source_u8 = torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).to(self.device)
+        self.source = self.source_u8.permute(2, 0, 1)[None].float() / 255.0
         gen = torch.Generator().manual_seed(int(seed) + 7919)
         self.noise = torch.randn(self.size, self.size, generator=gen).to(self.device)
         self.last_steps = 0
@@ -57,10 +58,11 @@ class PortraitRenderer:
                                         window, self.max_steps)
         self.last_steps = steps
         grid = src_xy * (2.0 / S) - 1.0
-        frames = self.source.expand(B, -1, -1, -1).clone()
-        frames[:, :, y0:y0 + window[3], x0:x0 + window[2]] = F.grid_sample(
-            self.source.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        win = F.grid_sample(self.source.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)
         rest_upper = rig.vertices[list(tp.INNER_UPPER)][None].expand(B, -1, -1)
         teeth_upper = rigid_head(rig, rest_upper, c["rotation"], c["translation"])
-        frames = composite_mouth(frames, tgt, teeth_upper, self.style, rig.mouth_width, self.noise)
-        return (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+        win = composite_mouth(win, (x0, y0), tgt, teeth_upper, self.style, rig.mouth_width, self.noise)
+        out = self.source_u8[None].expand(B, -1, -1, -1).clone()
+        out[:, y0:y0 + window[3], x0:x0 + window[2]] = (win.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+        return out
