@@ -181,7 +181,8 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     lap("face")
     track = loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
     lap("motion")
-    renderer = PortraitRenderer(crop, lm, load_face_topology(model_dir), dev, cfg.inference_steps, cfg.seed)
+    upscale = cfg.min_resolution / float(portrait.crop_box[2] - portrait.crop_box[0])
+    renderer = PortraitRenderer(crop, lm, load_face_topology(model_dir), dev, cfg.inference_steps, cfg.seed, upscale)
     paster = _FullFramePaster(portrait, cfg, dev) if cfg.output == "full" else None
     width, height = (paster.width, paster.height) if paster else (cfg.min_resolution, cfg.min_resolution)
     lap("setup")

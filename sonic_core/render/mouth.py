@@ -42,8 +42,12 @@ def _region_mean(img: np.ndarray, pts: np.ndarray, radius: float) -> np.ndarray:
     return np.concatenate(vals).mean(0) if vals else np.full(3, 0.5)
 
 
-def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -> MouthStyle:
-    """Colours, grain and softness of the photo, measured around the face."""
+def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, upscale: float = 1.0) -> MouthStyle:
+    """Colours, grain and softness of the photo, measured around the face.
+
+    `upscale` is how much the crop was enlarged from the photo's pixels: an enlarged photo
+    is soft, and the synthesized interior must be as soft or it looks pasted on.
+    """
     img = crop.astype(np.float32) / 255.0
     p2 = landmarks[:, :2]
     lip = _region_mean(img, p2[list(tp.OUTER_LOWER[2:-2])] * 0.6 + p2[list(tp.INNER_LOWER[2:-2])] * 0.4, mouth_width * 0.03)
@@ -68,7 +72,7 @@ def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) 
         grain = float(np.clip(hp.std() * 0.8, 0.002, 0.05))
     else:
         grain = 0.01
-    softness = float(np.clip(mouth_width / 120.0, 0.5, 2.5))
+    softness = float(np.clip(max(mouth_width / 150.0, 0.55 * upscale), 0.5, 4.0))
     t = lambda a: torch.as_tensor(np.clip(a, 0, 1), dtype=torch.float32)  # noqa: E731
     return MouthStyle(teeth=t(teeth), cavity=t(cavity), tongue=t(tongue), grain=grain, softness=softness)
 
@@ -161,42 +165,54 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
     v_up = _interp_rows(pu, uu, uvv)
     v_teeth_top = _interp_rows(pu, tu, tv)
     au = pu.abs().clamp(max=1.0)
-    tooth_len = 0.16 * mouth_width * (1 - 0.45 * au ** 2)
-    v_upper_edge = v_teeth_top + tooth_len
-    lower_len = 0.06 * mouth_width * (1 - 0.45 * au ** 2)
-    v_lower_edge = v_low - lower_len
     gap = (v_low - v_up).clamp_min(0)
-    open_amt = (gap / (0.35 * mouth_width)).clamp(0, 1)
-
+    open_amt = (gap / (0.3 * mouth_width)).clamp(0, 1)
     soft = max(0.6, mouth_width / 160.0)
-    upper_teeth = ((v_upper_edge - pv) / soft).clamp(0, 1) * (1 - ((au - 0.92) / 0.08).clamp(0, 1))
-    lower_teeth = ((pv - v_lower_edge) / soft).clamp(0, 1) * (1 - ((au - 0.6) / 0.12).clamp(0, 1)) * open_amt
+
+    # Upper teeth hang from the skull; each incisal edge is slightly rounded so the row
+    # is not a ruler-straight band. The arch curves up and recedes toward the corners.
+    tooth_idx = torch.bucketize(au, torch.tensor(_TOOTH_EDGES[1:], device=dev))
+    edges = torch.tensor(_TOOTH_EDGES + (1.0,), device=dev)
+    t0, t1 = edges[tooth_idx], edges[tooth_idx + 1]
+    within = ((au - t0) / (t1 - t0).clamp_min(1e-3)).clamp(0, 1)
+    rounding = 0.018 * mouth_width * (2 * within - 1) ** 4
+    tooth_len = 0.15 * mouth_width * (1 - 0.5 * au ** 2) - rounding
+    v_upper_edge = v_teeth_top + tooth_len
+    upper_teeth = ((v_upper_edge - pv) / soft).clamp(0, 1) * (1 - ((au - 0.85) / 0.12).clamp(0, 1))
+    # Lower incisors ride on the jaw, mostly hidden behind the lower lip: a low sliver, centre only.
+    v_lower_edge = v_low - 0.05 * mouth_width * (1 - au / 0.55).clamp(0, 1)
+    lower_teeth = ((pv - v_lower_edge) / soft).clamp(0, 1) * (1 - (au / 0.5).clamp(0, 1) ** 2) * open_amt
     lower_teeth = lower_teeth * (1 - upper_teeth)
 
-    # Cavity: dark, darkest at its centre; a touch lighter near the lips.
+    # Cavity: dark, darkest deep inside and toward the corners.
     depth = ((pv - v_up) * (v_low - pv)).clamp_min(0) / (0.25 * gap ** 2).clamp_min(1.0)
-    cav_shade = 1.0 - 0.55 * depth.clamp(0, 1) * (1 - 0.3 * au)
+    cav_shade = (1.0 - 0.6 * depth.clamp(0, 1)) * (1 - 0.4 * au ** 2)
     cavity = style.cavity.to(dev).view(1, 3, 1) * cav_shade[:, None]
-    # Tongue: a low ellipse resting behind the lower teeth, seen when the mouth is open.
-    tongue_c = v_low - 0.16 * mouth_width
-    tongue_e = (pu / 0.7) ** 2 + ((pv - tongue_c) / (0.12 * mouth_width)) ** 2
-    tongue_a = ((1 - tongue_e) / 0.25).clamp(0, 1) * open_amt.clamp(0, 1)
-    tongue_col = style.tongue.to(dev).view(1, 3, 1) * (0.65 + 0.35 * (1 - au))[:, None]
+    # Tongue: a low dome behind the lower teeth, lit on top, only when the mouth is open.
+    tongue_c = v_low - 0.07 * mouth_width
+    tongue_r = ((pu / 0.62) ** 2 + ((pv - tongue_c) / (0.11 * mouth_width)) ** 2).sqrt()
+    tongue_a = ((1 - tongue_r) / 0.2).clamp(0, 1) * ((open_amt - 0.25) / 0.5).clamp(0, 1)
+    tongue_light = (0.45 + 0.4 * (1 - tongue_r).clamp(0, 1)) * (1 - 0.5 * au ** 2)
+    tongue_col = style.tongue.to(dev).view(1, 3, 1) * tongue_light[:, None]
     interior = cavity * (1 - tongue_a[:, None]) + tongue_col * tongue_a[:, None]
 
-    # Teeth: shadow under the upper lip and toward the corners, faint gaps between teeth.
+    # Teeth light: shadowed under the upper lip, falling off toward the corners, dimmer when
+    # the mouth is barely open; faint gaps between teeth.
     gaps = torch.zeros_like(pu)
     for e in _TOOTH_EDGES:
-        width_u = 0.012 + 0.01 * e
+        width_u = 0.01 + 0.012 * e
         gaps = torch.maximum(gaps, (1 - ((au - e).abs() / width_u)).clamp(0, 1))
-    lip_shadow = (((pv - v_up) / (0.08 * mouth_width)).clamp(0, 1)) * 0.45 + 0.55
-    side_shade = 1 - 0.7 * au ** 1.5
-    light = (0.7 + 0.3 * open_amt) * side_shade * (1 - 0.25 * gaps)
+    lip_shadow = 0.45 + 0.55 * ((pv - v_up) / (0.1 * mouth_width)).clamp(0, 1)
+    side_shade = 1 - 0.75 * au ** 1.6
+    light = (0.55 + 0.3 * open_amt) * side_shade * (1 - 0.3 * gaps)
     teeth_col = style.teeth.to(dev).view(1, 3, 1)
     up_col = teeth_col * (light * lip_shadow)[:, None]
-    low_col = teeth_col * (light * 0.7)[:, None]
+    low_col = teeth_col * (light * 0.6)[:, None]
     interior = interior * (1 - upper_teeth[:, None]) + up_col * upper_teeth[:, None]
     interior = interior * (1 - lower_teeth[:, None]) + low_col * lower_teeth[:, None]
+    # The lips' wet inner edge: a darker rim just inside the opening.
+    rim = (1 - (dist / (1.5 * feather + 0.02 * mouth_width)).clamp(0, 1)) * inside.float()
+    interior = interior * (1 - 0.45 * rim[:, None])
 
     grain = noise[y0:y1, x0:x1].reshape(1, 1, -1) * style.grain
     interior = (interior + grain).clamp(0, 1).view(B, 3, h, w)

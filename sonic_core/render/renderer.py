@@ -17,17 +17,19 @@ class PortraitRenderer:
     """Renders square face-crop frames of one portrait; holds everything that is per-photo.
 
     `crop` is the [S,S,3] uint8 source crop, `landmarks` its FaceMesh points in crop
-    pixels, `triangles` the FaceMesh triangles. All per-frame work runs on `device`
+    pixels, `triangles` the FaceMesh triangles, `upscale` how much the crop was enlarged
+    from the photo (matches the synthesized mouth's softness to it). All per-frame work runs on `device`
     in batches (`render(track, start, stop)`).
     """
 
     def __init__(self, crop: np.ndarray, landmarks: np.ndarray, triangles: np.ndarray,
-                 device: torch.device | str = "cpu", max_steps: int = 25, seed: int = 0):
+                 device: torch.device | str = "cpu", max_steps: int = 25, seed: int = 0,
+                 upscale: float = 1.0):
         self.device = torch.device(device)
         self.size = int(crop.shape[0])
         self.max_steps = int(max_steps)
         rig = build_rig(landmarks, triangles, self.size)
-        self.style = estimate_style(crop, landmarks, rig.mouth_width)
+        self.style = estimate_style(crop, landmarks, rig.mouth_width, upscale)
         self.rig: FaceRig = rig.to(self.device)
         self.neighbours = triangle_neighbours(rig.triangles).to(self.device)
         self.source_u8 = torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).to(self.device)

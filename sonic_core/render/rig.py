@@ -220,15 +220,21 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     nx, ny = rel @ right / face_h, rel @ down / face_h
     ny_corner = float(((p2[list(tp.MOUTH_CORNERS)] - mouth_c) @ down).mean() / face_h)
     ny_inner_low = float(((p2[tp.LOWER_LIP_MID] - mouth_c) @ down) / face_h)
-    half_w = mouth_w / 2
-    u = (rel @ right) / half_w
+    # Lateral position in units of the inner mouth half-width (1 at the inner corners,
+    # where the lips part): the opening profile is shaped against that span.
+    half_w = float(np.linalg.norm(p2[tp.INNER_CORNERS[0]] - p2[tp.INNER_CORNERS[1]])) / 2
+    u = (rel @ right) / max(half_w, 1e-3)
     # The jaw field: everything under the mouth slit moves with the jaw (the lower lip
     # fully, the chin a little less as the lip rolls down), fading sideways toward the
     # jaw angles and, beside the mouth, upward into the cheeks. The upper lip and all
     # above stay. Contour points are classified explicitly: in a closed mouth the
     # inner lips coincide, so geometry alone cannot tell upper from lower.
     d = np.abs(u)
-    lateral = np.where(d <= 1.0, 1.0 - 0.5 * d ** 2, 0.5 * np.exp(-(((d - 1.0) / 1.4) ** 2)))
+    # Opening profile across the mouth: round toward the corners (which open little), then
+    # a slow fade into the cheeks beyond them.
+    corner_w = 0.25
+    lateral = np.where(d <= 1.0, corner_w + (1 - corner_w) * np.clip(1.0 - d ** 2, 0, 1) ** 0.7,
+                       corner_w * np.exp(-(((d - 1.0) / 1.4) ** 2)))
     inner_u = np.concatenate([u[list(tp.INNER_UPPER)], u[list(tp.INNER_LOWER)]])
     inner_ny = np.concatenate([ny[list(tp.INNER_UPPER)], ny[list(tp.INNER_LOWER)]])
     order = np.argsort(inner_u)
@@ -263,7 +269,7 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     for idx in tp.OUTER_UPPER + tp.INNER_UPPER:
         upper_w[idx] = lateral_up[idx]
     for idx in tp.MOUTH_CORNERS + tp.INNER_CORNERS:
-        jaw_w[idx], upper_w[idx] = 0.25, 0.0
+        jaw_w[idx], upper_w[idx] = corner_w, 0.0
     jaw_w[468:] = 0.0
     if n_ring:
         jaw_w[468:468 + n_ring] = np.concatenate(ring_jaw)

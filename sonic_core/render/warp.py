@@ -15,9 +15,11 @@ bounds the iterations; it stops early once every pixel sits inside its triangle.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 JUMPS = 2
 INSIDE_EPS = 1e-4
+LOST_EPS = 0.05  # barycentric miss beyond which a pixel counts as lost (a fold)
 
 
 def triangle_neighbours(tris: torch.Tensor) -> torch.Tensor:
@@ -125,9 +127,35 @@ def _solve(src: torch.Tensor, bary_aff: torch.Tensor, tris: torch.Tensor, neighb
             nb = neighbours[t_a, k]
             tid[active] = torch.where(nb >= 0, nb, t_a)
     l0, l1, l2 = locate(tid, px, py, frame_off)
-    # Pixels still outside (folds, or too few steps) are clamped onto their triangle, never extrapolated far.
-    lam = torch.stack([l0, l1, l2], dim=-1).clamp_min(0.0)
+    lam = torch.stack([l0, l1, l2], dim=-1)
+    lost = lam.amin(-1) < -LOST_EPS
+    lam = lam.clamp_min(0.0)
     lam = lam / lam.sum(-1, keepdim=True).clamp_min(1e-6)
     qx, qy = to_source(tid, lam[:, 1], lam[:, 2])
     q = torch.stack([qx, qy], dim=-1).view(B, height, width, 2)
+    if stride == 1 and bool(lost.any()):
+        q = _fill_lost(q, lost.view(B, height, width))
     return q, tid.view(B, height, width), steps
+
+
+def _fill_lost(q: torch.Tensor, lost: torch.Tensor, rounds: int = 4) -> torch.Tensor:
+    """Replace source positions of pixels that found no triangle (mesh folds) by their neighbours' mean.
+
+    A lost pixel clamped onto a wrong triangle may sample far away (a fleck of background
+    on the lip); its neighbours' positions are what a smooth warp would give there.
+    """
+    good = (~lost).float()[:, None]
+    val = q.permute(0, 3, 1, 2) * good
+    filled = q.permute(0, 3, 1, 2)
+    for _ in range(rounds):
+        num = F.avg_pool2d(val, 5, stride=1, padding=2)
+        den = F.avg_pool2d(good, 5, stride=1, padding=2)
+        est = num / den.clamp_min(1e-6)
+        ok = den > 0
+        filled = torch.where((good == 0) & ok, est, filled)
+        newly = ((good == 0) & ok).float()
+        val = val + est * newly
+        good = good + newly
+        if bool((good > 0).all()):
+            break
+    return filled.permute(0, 2, 3, 1)
