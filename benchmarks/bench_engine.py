@@ -30,10 +30,8 @@ from sonic_core.audio import load_audio  # noqa: E402
 from sonic_core.audio.features import analyze_speech, frame_count  # noqa: E402
 from sonic_core.config import GenerateConfig  # noqa: E402
 from sonic_core.face import FaceAnalyzer  # noqa: E402
-from sonic_core.models import ensure_face_models, load_face_topology  # noqa: E402
-from sonic_core.motion import loudness_motion  # noqa: E402
-from sonic_core.pipeline import generate, prepare_portrait  # noqa: E402
-from sonic_core.render.renderer import PortraitRenderer  # noqa: E402
+from sonic_core.models import ensure_face_models  # noqa: E402
+from sonic_core.pipeline import Animator, generate, make_motion, prepare_portrait  # noqa: E402
 from sonic_core.video import Mp4Writer  # noqa: E402
 
 
@@ -65,18 +63,13 @@ def bench(res: int, audio: Path, image: Path, device: torch.device, models_dir, 
     n = frame_count(clip.duration, cfg.fps)
     speech, row["speech"] = timed(lambda: analyze_speech(clip.mono(), clip.sample_rate, cfg.fps, n), device)
     (portrait, crop, lm), row["face"] = timed(lambda: prepare_portrait(image, cfg, analyzer), device)
-    track, row["motion"] = timed(lambda: loudness_motion(speech, seed=0), device)
-    tris = load_face_topology(models_dir)
-    renderer, row["rig_setup"] = timed(lambda: PortraitRenderer(crop, lm, tris, device, cfg.inference_steps), device)
-    from sonic_core.pipeline import auto_batch
-
-    batch = auto_batch(res, device)
-    renderer.render(track, 0, min(batch, n))  # warm-up (kernels, allocator)
+    track, row["motion"] = timed(lambda: make_motion(speech, cfg), device)
+    animator, row["rig_setup"] = timed(lambda: Animator(portrait, crop, lm, cfg, device, models_dir), device)
+    animator.render(track, 0, min(animator.batch, n))  # warm-up (kernels, allocator)
     chunks = []
 
     def render_all():
-        for s in range(0, n, batch):
-            chunks.append(renderer.render(track, s, min(n, s + batch)))
+        chunks.extend(frames for _, _, frames in animator.chunks(track))
 
     _, row["render"] = timed(render_all, device)
     row["render_fps"] = n / row["render"]

@@ -109,7 +109,7 @@ def prepare_audio(audio, config: GenerateConfig) -> tuple[AudioClip, SpeechFeatu
     return clip, speech
 
 
-class _FullFramePaster:
+class FullFramePaster:
     """Pastes animated crops back into the whole photo with a feathered edge (no seam)."""
 
     def __init__(self, portrait: Portrait, config: GenerateConfig, device: torch.device):
@@ -148,6 +148,44 @@ def auto_batch(size: int, device: torch.device) -> int:
     return int(max(1, min(64, budget // (size * size))))
 
 
+def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
+    """The motion model with the user's settings (one place, so CLI, library and nodes agree)."""
+    return loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
+
+
+class Animator:
+    """Everything per photo that turns motion into frames: renderer + optional paste-back.
+
+    `chunks(track)` yields (start, stop, frames) with frames [B,H,W,3] uint8 on the device,
+    so callers can stream them into an encoder, a ComfyUI IMAGE batch, or a test.
+    """
+
+    def __init__(self, portrait: Portrait, crop: np.ndarray, landmarks: np.ndarray, cfg: GenerateConfig,
+                 device: torch.device, model_dir: str | os.PathLike | None = None):
+        from .models import load_face_topology
+        from .render.renderer import PortraitRenderer
+
+        self.device = device
+        self.cfg = cfg
+        upscale = cfg.min_resolution / float(portrait.crop_box[2] - portrait.crop_box[0])
+        self.renderer = PortraitRenderer(crop, landmarks, load_face_topology(model_dir), device,
+                                         cfg.inference_steps, cfg.seed, upscale)
+        self.paster = FullFramePaster(portrait, cfg, device) if cfg.output == "full" else None
+        self.width, self.height = ((self.paster.width, self.paster.height) if self.paster
+                                   else (cfg.min_resolution, cfg.min_resolution))
+        self.batch = cfg.batch_size or auto_batch(cfg.min_resolution, device)
+
+    def render(self, track: MotionTrack, start: int, stop: int) -> torch.Tensor:
+        frames = self.renderer.render(track, start, stop)
+        return self.paster(frames) if self.paster is not None else frames
+
+    def chunks(self, track: MotionTrack, start: int = 0, stop: int | None = None):
+        stop = track.num_frames if stop is None else min(stop, track.num_frames)
+        for s in range(start, stop, self.batch):
+            e = min(stop, s + self.batch)
+            yield s, e, self.render(track, s, e)
+
+
 def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None = None, *,
              device: str | torch.device | None = None, model_dir: str | os.PathLike | None = None,
              progress: Progress | None = None, analyzer=None, **overrides) -> GenerateResult:
@@ -158,8 +196,7 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     written to a temporary file and renamed when complete, so `out` is never partial.
     """
     from .face import FaceAnalyzer
-    from .models import ensure_face_models, load_face_topology
-    from .render.renderer import PortraitRenderer
+    from .models import ensure_face_models
     from .video import Mp4Writer
 
     cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
@@ -179,32 +216,18 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
     portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
     lap("face")
-    track = loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
+    track = make_motion(speech, cfg)
     lap("motion")
-    upscale = cfg.min_resolution / float(portrait.crop_box[2] - portrait.crop_box[0])
-    renderer = PortraitRenderer(crop, lm, load_face_topology(model_dir), dev, cfg.inference_steps, cfg.seed, upscale)
-    paster = _FullFramePaster(portrait, cfg, dev) if cfg.output == "full" else None
-    width, height = (paster.width, paster.height) if paster else (cfg.min_resolution, cfg.min_resolution)
+    animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
     lap("setup")
     n = track.num_frames
-    batch = cfg.batch_size or auto_batch(cfg.min_resolution, dev)
-    with Mp4Writer(out, width, height, cfg.fps, audio=clip, crf=cfg.crf, preset=cfg.preset,
+    with Mp4Writer(out, animator.width, animator.height, cfg.fps, audio=clip, crf=cfg.crf, preset=cfg.preset,
                    encode_ahead=True) as writer:
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
-            frames = renderer.render(track, start, stop)
-            if paster is not None:
-                frames = paster(frames)
+        for _, stop, frames in animator.chunks(track):
             writer.write(frames)
             if progress is not None:
                 progress(stop, n)
         lap("render")
     lap("encode")
-    return GenerateResult(path=os.fspath(out), frames=n, seconds=n / cfg.fps, width=width, height=height,
-                          fps=cfg.fps, device=str(dev), timings=timings)
-
-
-def render_motion(renderer, track: MotionTrack, batch: int):
-    """Yield frame chunks [B,S,S,3] uint8 (on the renderer's device) for a whole track."""
-    for start in range(0, track.num_frames, batch):
-        yield renderer.render(track, start, min(track.num_frames, start + batch))
+    return GenerateResult(path=os.fspath(out), frames=n, seconds=n / cfg.fps, width=animator.width,
+                          height=animator.height, fps=cfg.fps, device=str(dev), timings=timings)

@@ -232,7 +232,7 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     d = np.abs(u)
     # Opening profile across the mouth: round toward the corners (which open little), then
     # a slow fade into the cheeks beyond them.
-    corner_w = 0.25
+    corner_w = 0.12
     lateral = np.where(d <= 1.0, corner_w + (1 - corner_w) * np.clip(1.0 - d ** 2, 0, 1) ** 0.7,
                        corner_w * np.exp(-(((d - 1.0) / 1.4) ** 2)))
     inner_u = np.concatenate([u[list(tp.INNER_UPPER)], u[list(tp.INNER_LOWER)]])
@@ -245,7 +245,11 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     below_slit = (ny > slit).astype(np.float64)
     cheek = _smoothstep(ny, ny_corner - 0.02, ny_corner + 0.15)
     side = _smoothstep(d, 1.0, 1.6)
-    jaw_w = ((1 - side) * below_slit + side * cheek) * roll_off * lateral
+    # Below the lower lip the sideways fade follows the jaw, not the mouth: the whole chin drops.
+    lateral_chin = 1.0 - 0.85 * _smoothstep(np.abs(nx), 0.2, 0.7)
+    to_chin = _smoothstep(ny, ny_outer_low, ny_outer_low + 0.08)
+    lateral_jaw = (1 - to_chin) * lateral + to_chin * np.maximum(lateral_chin, lateral)
+    jaw_w = ((1 - side) * below_slit + side * cheek) * roll_off * lateral_jaw
     for idx in tp.OUTER_UPPER + tp.INNER_UPPER:
         jaw_w[idx] = 0.0
     for idx in tp.OUTER_LOWER + tp.INNER_LOWER:
@@ -255,6 +259,13 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     pinned = np.zeros(468, bool)
     pinned[list(tp.OUTER_UPPER + tp.INNER_UPPER + tp.OUTER_LOWER + tp.INNER_LOWER)] = True
     pinned |= (below_slit[:468] == 0) & (d[:468] < 1.0)
+    # The lower lip's body (between its inner and outer contours) moves as one piece.
+    lo_u, lo_ny = u[list(tp.OUTER_LOWER)], ny[list(tp.OUTER_LOWER)]
+    order = np.argsort(lo_u)
+    lip_bottom = np.interp(u, lo_u[order], lo_ny[order])
+    body = (below_slit[:468] > 0) & (ny[:468] <= lip_bottom[:468] + 1e-6) & (d[:468] < 1.3)
+    jaw_w[:468][body] = lateral[:468][body]
+    pinned |= body
     jaw_w[:468] = _relax(jaw_w[:468], np.asarray(mesh_triangles), pinned, iterations=12)
     # Upper lip: lifts a little as a whole, fading up toward the nose and sideways.
     lateral_up = np.where(d <= 1.0, 1.0 - 0.7 * d ** 2, 0.3 * np.exp(-(((d - 1.0) / 0.5) ** 2)))

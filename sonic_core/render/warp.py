@@ -55,22 +55,34 @@ COARSE = 4
 
 
 def inverse_warp(src: torch.Tensor, tgt: torch.Tensor, tris: torch.Tensor, neighbours: torch.Tensor,
-                 tri_map: torch.Tensor, window: tuple[int, int, int, int], max_steps: int
+                 tri_map: torch.Tensor, window: tuple[int, int, int, int], max_steps: int, stride: int = 1
                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Source positions [B,h,w,2] and triangle ids [B,h,w] for the output pixels of `window`.
 
     `src` [V,2] rest vertices, `tgt` [B,V,2] deformed vertices; `window` = (x0, y0, w, h)
     lets the caller skip pixels that cannot move. Solves coarse-to-fine: the walk over
     long distances (a chin that dropped, a lid that closed) happens on a grid 4x coarser,
-    whose answer seeds the full-resolution solve, which then needs only a few steps.
-    Returns the coarse iterations used.
+    whose answer seeds the fine solve, which then needs only a few steps.
+
+    `stride` > 1 solves the fine level on every `stride`-th pixel and interpolates the
+    rest bilinearly. The map is piecewise affine and continuous, which bilinear
+    interpolation reproduces exactly inside triangles, so the only error is within
+    `stride` pixels of triangle edges where the slope changes (sub-pixel on skin; at the
+    lips' inner edge, hidden under the mouth interior). Returns the coarse iterations used.
     """
     x0, y0, width, height = window
     bary = barycentric_affines(tgt, tris)
+    stride = max(1, min(int(stride), COARSE))
     cw, ch = -(-width // COARSE), -(-height // COARSE)
+    fw, fh = -(-width // stride), -(-height // stride)
     _, coarse_tid, steps = _solve(src, bary, tris, neighbours, tri_map, (x0, y0, cw, ch), COARSE, max_steps, None)
-    init = coarse_tid.repeat_interleave(COARSE, 1).repeat_interleave(COARSE, 2)[:, :height, :width]
-    q, tid, _ = _solve(src, bary, tris, neighbours, tri_map, window, 1, max(4, max_steps // 2), init)
+    rep = COARSE // stride
+    init = coarse_tid.repeat_interleave(rep, 1).repeat_interleave(rep, 2)[:, :fh, :fw]
+    q, tid, _ = _solve(src, bary, tris, neighbours, tri_map, (x0, y0, fw, fh), stride, max(4, max_steps // 2), init)
+    if stride > 1:
+        q = F.interpolate(q.permute(0, 3, 1, 2), scale_factor=stride, mode="bilinear",
+                          align_corners=False)[:, :, :height, :width].permute(0, 2, 3, 1)
+        tid = tid.repeat_interleave(stride, 1).repeat_interleave(stride, 2)[:, :height, :width]
     return q, tid, steps
 
 
@@ -133,7 +145,7 @@ def _solve(src: torch.Tensor, bary_aff: torch.Tensor, tris: torch.Tensor, neighb
     lam = lam / lam.sum(-1, keepdim=True).clamp_min(1e-6)
     qx, qy = to_source(tid, lam[:, 1], lam[:, 2])
     q = torch.stack([qx, qy], dim=-1).view(B, height, width, 2)
-    if stride == 1 and bool(lost.any()):
+    if init_tid is not None and bool(lost.any()):
         q = _fill_lost(q, lost.view(B, height, width))
     return q, tid.view(B, height, width), steps
 
