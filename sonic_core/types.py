@@ -81,6 +81,15 @@ class MotionTrack:
     head_translation: np.ndarray  # [N, 2] x, y as a fraction of face size
     blink: np.ndarray  # [N] 0..1
     brow_raise: np.ndarray  # [N] 0..1
+    pucker: np.ndarray | None = None  # [N] 0..1 lip rounding/protrusion (oo, w): narrower, rounder mouth
+    lip_tuck: np.ndarray | None = None  # [N] 0..1 lower lip up under the upper teeth (f, v)
+
+    def __post_init__(self) -> None:
+        n = self.num_frames
+        if self.pucker is None:
+            self.pucker = np.zeros(n, np.float32)
+        if self.lip_tuck is None:
+            self.lip_tuck = np.zeros(n, np.float32)
 
     @property
     def num_frames(self) -> int:

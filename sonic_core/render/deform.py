@@ -25,11 +25,16 @@ def rigid_head(rig: FaceRig, points: torch.Tensor, rotation: torch.Tensor, trans
 
 
 def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink: torch.Tensor,
-           brow: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+           brow: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+           pucker: torch.Tensor | None = None, lip_tuck: torch.Tensor | None = None) -> torch.Tensor:
     """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device)."""
     base = rig.vertices[None, :, :2]
     local = (base + jaw_open[:, None, None] * rig.jaw_dir + lip_width[:, None, None] * rig.lip_width_dir
              + blink[:, None, None] * rig.blink_dir + brow[:, None, None] * rig.brow_dir)
+    if pucker is not None:
+        local = local + pucker[:, None, None] * rig.pucker_dir
+    if lip_tuck is not None:
+        local = local + lip_tuck[:, None, None] * rig.tuck_dir
     local3 = torch.cat([local, rig.vertices[None, :, 2:].expand(local.shape[0], -1, -1)], dim=-1)
     head = rigid_head(rig, local3, rotation, translation)
     return local + rig.head_weight[None, :, None] * (head - local)

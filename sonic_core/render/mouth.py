@@ -106,15 +106,75 @@ def _seg_distance(px: torch.Tensor, py: torch.Tensor, poly: torch.Tensor) -> tup
     return dist, inside
 
 
+@dataclass
+class PhotoMouth:
+    """The photo's own open mouth (a smile showing teeth): reused instead of synthetic teeth."""
+
+    image: torch.Tensor  # [1,3,S,S] source crop 0..1
+    upper: torch.Tensor  # [11,2] rest inner upper lip
+    lower: torch.Tensor  # [11,2] rest inner lower lip
+    gap: float  # rest opening at the centre, pixels
+
+    @staticmethod
+    def detect(source: torch.Tensor, vertices: torch.Tensor, mouth_width: float, min_gap: float = 0.05
+               ) -> "PhotoMouth | None":
+        """A PhotoMouth when the lips in the photo are apart by more than `min_gap` mouth widths."""
+        up, lo = vertices[list(tp.INNER_UPPER), :2], vertices[list(tp.INNER_LOWER), :2]
+        gap = float((lo[3:8, 1] - up[3:8, 1]).median())
+        if gap < min_gap * mouth_width:
+            return None
+        return PhotoMouth(image=source, upper=up, lower=lo, gap=gap)
+
+    def to(self, device) -> "PhotoMouth":
+        return PhotoMouth(self.image.to(device), self.upper.to(device), self.lower.to(device), self.gap)
+
+
+def _photo_interior(photo: PhotoMouth, px: torch.Tensor, py: torch.Tensor, skull_shift: torch.Tensor,
+                    extra_open: torch.Tensor, feather: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour [B,3,N] and alpha [B,N] of the photo's mouth interior carried rigidly with the skull.
+
+    Upper teeth stay fixed to the skull, so the photo's interior moves with the head only.
+    As the jaw opens beyond the photo's opening, the lower part of that interior (lower
+    teeth, shadow) fades out to make room for the synthesized cavity that follows the jaw.
+    """
+    B = px.shape[0]
+    sx, sy = px - skull_shift[:, 0:1], py - skull_shift[:, 1:2]
+    poly = torch.cat([photo.upper, photo.lower.flip(0)[1:-1]], dim=0)[None].expand(B, -1, -1)
+    dist, inside = _seg_distance(sx, sy, poly)
+    alpha = ((torch.where(inside, dist, -dist) + 0.5 * feather) / feather).clamp(0, 1)
+    ux, uy = _sorted_knots(photo.upper[None, :, 0].expand(B, -1), photo.upper[None, :, 1].expand(B, -1))
+    lx, ly = _sorted_knots(photo.lower[None, :, 0].expand(B, -1), photo.lower[None, :, 1].expand(B, -1))
+    y_up, y_lo = _interp_rows(sx, ux, uy), _interp_rows(sx, lx, ly)
+    v_rel = ((sy - y_up) / (y_lo - y_up).clamp_min(1.0)).clamp(0, 1)
+    # Above the photo's upper lip line (the lip lifted): more of the same teeth, so sample
+    # the photo just under its lip line.
+    x_lo, x_hi = photo.upper[:, 0].min(), photo.upper[:, 0].max()
+    span = (x_hi - x_lo).clamp_min(1.0)
+    across = ((sx - x_lo) / span).clamp(0, 1)
+    above = (sy < y_up + 1.5) & (across > 0.08) & (across < 0.92)
+    alpha = torch.where(above, torch.ones_like(alpha), alpha)
+    sy = torch.where(above, y_up + 1.5, sy)
+    fade = ((v_rel - 0.55) / 0.3).clamp(0, 1)
+    alpha = alpha * (1 - extra_open[:, None] * fade * fade * (3 - 2 * fade))
+    S = photo.image.shape[-1]
+    grid = torch.stack([sx, sy], -1)[:, None] * (2.0 / S) - 1.0  # [B,1,N,2]
+    colour = F.grid_sample(photo.image.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                           align_corners=False)[:, :, 0]
+    return colour, alpha
+
+
 def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Tensor, teeth_upper: torch.Tensor,
-                    style: MouthStyle, mouth_width: float, noise: torch.Tensor) -> torch.Tensor:
+                    style: MouthStyle, mouth_width: float, noise: torch.Tensor,
+                    photo: PhotoMouth | None = None) -> torch.Tensor:
     """Paint the mouth interior, in place, into `frames` [B,3,h,w] (0..1) where the lips are apart.
 
     `frames` is a window of the full crop whose top-left pixel is `offset` (x, y);
     landmark coordinates are in full-crop pixels.
     `tgt` [B,V,2] deformed vertices; `teeth_upper` [B,11,2] the upper inner lip as it
     would be with the head moving but the lips at rest: the upper teeth hang from it.
-    `noise` [S,S] a fixed grain pattern (same every frame: no shimmer).
+    `noise` [S,S] a fixed grain pattern (same every frame: no shimmer). `photo`: the
+    photo's own open mouth, shown where it was (moving with the skull) instead of
+    synthetic teeth.
     """
     B, _, fh, fw = frames.shape
     ox, oy = offset
@@ -223,6 +283,13 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
         g = g / g.sum()
         interior = F.conv2d(F.pad(interior, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
         interior = F.conv2d(F.pad(interior, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    if photo is not None:
+        shift = teeth_upper.mean(1) - photo.upper.mean(0)[None]
+        gap_now = (tgt[:, tp.LOWER_LIP_MID] - tgt[:, tp.UPPER_LIP_MID]).norm(dim=-1)
+        extra = ((gap_now - photo.gap) / (0.08 * mouth_width)).clamp(0, 1)
+        colour, pa = _photo_interior(photo, px, py, shift, extra, feather)
+        pa = pa.view(B, 1, h, w)
+        interior = interior * (1 - pa) + colour.view(B, 3, h, w) * pa
     a = alpha.view(B, 1, h, w)
     region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
     region.mul_(1 - a).add_(interior * a)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ..types import MotionTrack
 from . import topology as tp
 from .deform import deform, rigid_head
-from .mouth import composite_mouth, estimate_style
+from .mouth import PhotoMouth, composite_mouth, estimate_style
 from .rig import FaceRig, build_rig
 from .warp import inverse_warp, triangle_neighbours
 
@@ -41,11 +41,13 @@ class PortraitRenderer:
         self.noise = torch.randn(self.size, self.size, generator=gen).to(self.device)
         self.last_steps = 0
         self._active = self.rig.active_vertices()
+        self.photo_mouth = PhotoMouth.detect(self.source, self.rig.vertices, rig.mouth_width)
 
     def _chunk(self, track: MotionTrack, start: int, stop: int) -> dict[str, torch.Tensor]:
         t = lambda a: torch.as_tensor(np.asarray(a[start:stop]), dtype=torch.float32, device=self.device)  # noqa: E731
         return dict(jaw_open=t(track.jaw_open), lip_width=t(track.lip_width), blink=t(track.blink),
-                    brow=t(track.brow_raise), rotation=t(track.head_rotation), translation=t(track.head_translation))
+                    brow=t(track.brow_raise), rotation=t(track.head_rotation), translation=t(track.head_translation),
+                    pucker=t(track.pucker), lip_tuck=t(track.lip_tuck))
 
     @torch.no_grad()
     def render(self, track: MotionTrack, start: int, stop: int) -> torch.Tensor:
@@ -67,7 +69,8 @@ class PortraitRenderer:
                             align_corners=False)
         rest_upper = rig.vertices[list(tp.INNER_UPPER)][None].expand(B, -1, -1)
         teeth_upper = rigid_head(rig, rest_upper, c["rotation"], c["translation"])
-        win = composite_mouth(win, (x0, y0), tgt, teeth_upper, self.style, rig.mouth_width, self.noise)
+        win = composite_mouth(win, (x0, y0), tgt, teeth_upper, self.style, rig.mouth_width, self.noise,
+                              self.photo_mouth)
         out = self.source_u8[None].expand(B, -1, -1, -1).clone()
         out[:, y0:y0 + window[3], x0:x0 + window[2]] = (win.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
         return out

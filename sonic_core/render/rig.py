@@ -29,6 +29,8 @@ class FaceRig:
     lip_width_dir: torch.Tensor  # [V, 2] displacement per unit relative mouth-width change
     blink_dir: torch.Tensor  # [V, 2] displacement for fully closed eyes
     brow_dir: torch.Tensor  # [V, 2] displacement for a full brow raise
+    pucker_dir: torch.Tensor  # [V, 2] displacement for fully rounded, protruded lips
+    tuck_dir: torch.Tensor  # [V, 2] displacement for the lower lip tucked under the upper teeth
     pivot: torch.Tensor  # [3] head rotation centre
     face_height: float  # eye midpoint to chin, pixels
     mouth_width: float  # outer lip corner to corner, pixels
@@ -293,6 +295,20 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     lip_width_dir = (rel @ right)[:, None] * right[None] * width_fall[:, None]
     lip_width_dir[468:] = 0.0
 
+    # Pucker (oo, w): the lips gather toward the centre and bulge a little, so the opening
+    # narrows and rounds. Tuck (f, v): the lower lip rises under the upper teeth.
+    pucker_dir = -0.3 * lip_width_dir
+    lip_lat = np.clip(1.0 - d ** 2, 0.0, 1.0)
+    for idx in tp.OUTER_UPPER + tp.INNER_UPPER:
+        pucker_dir[idx] -= down * 0.035 * mouth_w * lip_lat[idx]
+    for idx in tp.OUTER_LOWER + tp.INNER_LOWER:
+        pucker_dir[idx] += down * 0.035 * mouth_w * lip_lat[idx]
+    lower_body = np.zeros(V, bool)
+    lower_body[:468] = body
+    lower_body[list(tp.OUTER_LOWER + tp.INNER_LOWER)] = True
+    tuck_dir = np.zeros((V, 2))
+    tuck_dir[lower_body] = -down * 0.07 * mouth_w * lateral[lower_body, None]
+
     # Blink: upper lids close onto the lower lids; the fold above follows partly.
     blink_dir = np.zeros((V, 2))
     for upper, lower, fold in ((tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.RIGHT_LID_FOLD),
@@ -323,12 +339,14 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     pivot = np.array([centre[0], centre[1] + 0.25 * face_h, float(lm[:, 2].mean()) + 0.6 * face_h])
     tri_map = rasterize_triangle_ids(verts2, tris, size)
     moving = (head_w > 0) | (np.abs(jaw_dir).sum(1) > 0) | (np.abs(lip_width_dir).sum(1) > 0) \
-        | (np.abs(blink_dir).sum(1) > 0) | (np.abs(brow_dir).sum(1) > 0)
+        | (np.abs(blink_dir).sum(1) > 0) | (np.abs(brow_dir).sum(1) > 0) | (np.abs(pucker_dir).sum(1) > 0) \
+        | (np.abs(tuck_dir).sum(1) > 0)
     f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     return FaceRig(
         size=size, vertices=f32(verts), triangles=torch.as_tensor(tris, dtype=torch.int64),
         mouth_triangles=torch.as_tensor(mouth_mask), head_weight=f32(head_w), jaw_dir=f32(jaw_dir),
-        lip_width_dir=f32(lip_width_dir), blink_dir=f32(blink_dir), brow_dir=f32(brow_dir), pivot=f32(pivot),
+        lip_width_dir=f32(lip_width_dir), blink_dir=f32(blink_dir), brow_dir=f32(brow_dir),
+        pucker_dir=f32(pucker_dir), tuck_dir=f32(tuck_dir), pivot=f32(pivot),
         face_height=face_h, mouth_width=mouth_w, down=f32(down), tri_map=torch.as_tensor(tri_map),
         moving_vertices=torch.as_tensor(moving),
     )
