@@ -41,35 +41,22 @@ def error_percent(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def model_dir() -> Path:
-    from sonic_core.models import ensure_face_models
-
-    folder = Path(os.environ.get("SONIC_MODELS_DIR") or REPO / ".cache" / "models")
-    return ensure_face_models(folder).parent
-
-
-@pytest.fixture(scope="session")
-def analyzer(model_dir) -> FaceAnalyzer:
-    return FaceAnalyzer(model_dir=model_dir)
-
-
-@pytest.fixture(scope="session")
 def mp_ref():
     return dict(np.load(FIXTURE))
 
 
 # ---------------------------------------------------------------------------- models
-def test_bundle_metadata_and_topology(model_dir):
+def test_bundle_metadata_and_topology(models_dir):
     from safetensors import safe_open
 
     from sonic_core.models import FACE_MODELS_FILE, load_face_topology
 
-    with safe_open(str(model_dir / FACE_MODELS_FILE), framework="np") as fh:
+    with safe_open(str(models_dir / FACE_MODELS_FILE), framework="np") as fh:
         meta = fh.metadata()
     assert meta["license"] == "Apache-2.0"
     assert meta["source_version"] == "0.10.21"
     assert len(meta["source_sha256"]) == 64
-    tris = load_face_topology(model_dir)
+    tris = load_face_topology(models_dir)
     assert tris.shape == (852, 3) and tris.dtype == np.int64
     assert tris.min() >= 0 and tris.max() < 468
     # Each undirected edge is shared by at most two triangles, traversed in opposite
@@ -78,10 +65,10 @@ def test_bundle_metadata_and_topology(model_dir):
     assert len(set(directed)) == len(directed)
 
 
-def test_triangles_counter_clockwise_on_frontal_face(model_dir, mp_ref):
+def test_triangles_counter_clockwise_on_frontal_face(models_dir, mp_ref):
     from sonic_core.models import load_face_topology
 
-    tris = load_face_topology(model_dir)
+    tris = load_face_topology(models_dir)
     p = mp_ref["grace_hopper.mesh"][:, :2]
     a, b, c = p[tris[:, 0]], p[tris[:, 1]], p[tris[:, 2]]
     cross = (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]
