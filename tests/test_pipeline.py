@@ -248,3 +248,46 @@ def test_bad_settings_are_named():
                          ({"duration": -2}, "duration")):
         with pytest.raises(SonicInputError, match=name):
             GenerateConfig(**kwargs).validate()
+
+
+def test_face_index_picks_another_face(tmp_path, analyzer):
+    """Two faces: 0 = the larger one (default), 1 = the smaller; out of range names the count."""
+    from PIL import Image
+
+    from sonic_core.pipeline import prepare_portrait
+
+    big = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB")
+    canvas = Image.new("RGB", (1400, 800), (120, 130, 140))
+    canvas.paste(big, (0, 100))
+    canvas.paste(Image.open(EXAMPLES / "astronaut.png").convert("RGB").resize((400, 400)), (900, 200))
+    p = tmp_path / "two.png"
+    canvas.save(p)
+    cfg = GenerateConfig(min_resolution=128).validate()
+    first, _, _ = prepare_portrait(p, cfg, analyzer)
+    cfg.face_index = 1
+    second, _, _ = prepare_portrait(p, cfg, analyzer)
+    assert first.detection.area > second.detection.area
+    assert first.detection.box[0] < 600 < second.detection.box[0]
+    cfg.face_index = 5
+    with pytest.raises(SonicInputError, match="2 face"):
+        prepare_portrait(p, cfg, analyzer)
+
+
+def test_inference_steps_bounds_the_warp_solver(models_dir, analyzer, speech_with_pause):
+    """Few solver iterations leave pixels unplaced under motion; returns vanish by ~8."""
+    from sonic_core.audio.features import analyze_speech
+    from sonic_core.models import load_face_topology
+    from sonic_core.motion import loudness_motion
+    from sonic_core.pipeline import prepare_portrait
+    from sonic_core.render.renderer import PortraitRenderer
+
+    _, samples, sr = speech_with_pause
+    _, crop, lm = prepare_portrait(EXAMPLES / "grace_hopper.jpg", GenerateConfig(min_resolution=256).validate(), analyzer)
+    track = loudness_motion(analyze_speech(samples.mean(0), sr, FPS), motion_scale=2.0, seed=1)
+    loud = int(np.argmax(track.jaw_open))
+    frames = {}
+    for steps in (1, 8, 25):
+        r = PortraitRenderer(crop, lm, load_face_topology(models_dir), "cpu", max_steps=steps)
+        frames[steps] = r.render(track, loud - 2, loud + 2).numpy()
+    assert psnr(frames[1], frames[25]) < psnr(frames[8], frames[25])
+    assert psnr(frames[8], frames[25]) > 45.0
