@@ -62,6 +62,11 @@ def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, 
     teeth = white * (0.8 + 0.2 * cast) * np.array([1.0, 0.94, 0.84], np.float32)
     cavity = lip * 0.22 + np.array([0.02, 0.0, 0.0], np.float32)
     tongue = lip * 0.55 + np.array([0.08, 0.0, 0.0], np.float32)
+    # Match the photo's colourfulness: a black-and-white or faded photo gets grey teeth and
+    # tongue, not warm ones. Typical skin has a chroma (max-min of RGB) around 0.15.
+    chroma = float(np.median(face_vals.max(axis=1) - face_vals.min(axis=1))) if len(face_vals) else 0.15
+    keep = float(np.clip(chroma / 0.15, 0.0, 1.0))
+    teeth, cavity, tongue = (c.mean() + keep * (c - c.mean()) for c in (teeth, cavity, tongue))
     # Grain: high-pass residual on the cheeks; softness: a smoother photo gets a softer interior.
     gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
     cx, cy = p2[50].astype(int)

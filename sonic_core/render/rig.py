@@ -126,7 +126,12 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     """Triangle id covering each pixel centre of a size x size image (nearest triangle fills gaps)."""
     out = np.full((size, size), -1, dtype=np.int64)
     v = verts[tris]  # [T,3,2]
-    for t in range(len(tris)):
+    # Triangles folded over in the photo (at a turned face's silhouette) claim pixels last:
+    # a pixel covered by a properly oriented triangle belongs to that one.
+    cross = (v[:, 1, 0] - v[:, 0, 0]) * (v[:, 2, 1] - v[:, 0, 1]) - (v[:, 1, 1] - v[:, 0, 1]) * (v[:, 2, 0] - v[:, 0, 0])
+    majority = np.sign(np.sum(np.sign(cross) * np.abs(cross))) or 1.0
+    order = np.argsort(np.sign(cross) != majority, kind="stable")
+    for t in order:
         (ax, ay), (bx, by), (cx, cy) = v[t]
         x0, x1 = int(max(np.floor(min(ax, bx, cx) - 0.5), 0)), int(min(np.ceil(max(ax, bx, cx)), size))
         y0, y1 = int(max(np.floor(min(ay, by, cy) - 0.5), 0)), int(min(np.ceil(max(ay, by, cy)), size))
