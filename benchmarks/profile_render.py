@@ -1,0 +1,65 @@
+"""Where the renderer's time goes: frames/s by batch size and a torch profiler table.
+
+    python benchmarks/profile_render.py --device cuda --resolution 1024
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sonic_core.config import GenerateConfig  # noqa: E402
+from sonic_core.face import FaceAnalyzer  # noqa: E402
+from sonic_core.models import ensure_face_models  # noqa: E402
+from sonic_core.pipeline import Animator, make_motion, prepare_audio, prepare_portrait  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--resolution", type=int, default=1024)
+    ap.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--models-dir", default=None)
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    models = ensure_face_models(args.models_dir).parent
+    cfg = GenerateConfig(min_resolution=args.resolution).validate()
+    analyzer = FaceAnalyzer(model_dir=models, device=dev)
+    portrait, crop, lm = prepare_portrait(REPO / "examples" / "grace_hopper.jpg", cfg, analyzer)
+    _, speech = prepare_audio(REPO / "examples" / "speech.wav", cfg)
+    track = make_motion(speech, cfg)
+    n = track.num_frames
+    for b in args.batches:
+        cfg.batch_size = b
+        anim = Animator(portrait, crop, lm, cfg, dev, models)
+        anim.render(track, 0, b)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in anim.chunks(track):
+            pass
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        print(f"batch {b:3d}: {n / dt:8.1f} frames/s ({n} frames in {dt:.3f} s)")
+    cfg.batch_size = args.batches[-1]
+    anim = Animator(portrait, crop, lm, cfg, dev, models)
+    anim.render(track, 0, cfg.batch_size)
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in anim.chunks(track):
+            pass
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25))
+
+
+if __name__ == "__main__":
+    main()
