@@ -87,7 +87,8 @@ def prepare_portrait(image, config: GenerateConfig, analyzer) -> tuple[Portrait,
         detection, landmarks = analyzer.analyze(rgb, face_index=config.face_index)
     except FaceNotFoundError as e:
         where = f"in '{name}'" if name else "in the image"
-        raise FaceNotFoundError(f"No face found {where}. {e}") from None
+        advice = str(e).removeprefix("No face was found in the image.").strip()
+        raise FaceNotFoundError(f"No face found {where}. {advice}") from None
     box = crop_box(detection.box, config.expand_ratio, rgb.shape[1], rgb.shape[0])
     portrait = Portrait(image=rgb, detection=detection, landmarks=landmarks, crop_box=box,
                         source_path=str(name) if name else None)
