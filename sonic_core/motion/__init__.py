@@ -1,4 +1,7 @@
 """Speech features -> per-frame motion controls (MotionTrack)."""
 from .loudness import loudness_motion
+from .phonetic import phonetic_motion
 
-__all__ = ["loudness_motion"]
+MOTION_MODELS = ("phonetic", "loudness")
+
+__all__ = ["loudness_motion", "phonetic_motion", "MOTION_MODELS"]

@@ -1,0 +1,379 @@
+"""Phonetic motion model: speech -> visemes with coarticulation, plus a living head, eyes and brows.
+
+    from sonic_core.motion import phonetic_motion
+    track = phonetic_motion(mono, sample_rate, speech_features, dynamic_scale=1.0, motion_scale=1.0, seed=0)
+
+Mouth (scaled by ``dynamic_scale``; 0 = the mouth never moves)
+    1. Speech/silence: Silero VAD (bundled weights) or an energy fallback, at 10 ms; outside
+       speech the mouth rests closed and still (no chatter on breaths or noise).
+    2. Phones: pocketsphinx allphone decoding (bundled en-us model) -> Rhubarb-like visemes
+       (`visemes.py`), blended with dominance functions (each segment imposes its shape on
+       its neighbours with a weight decaying over ~45 ms; anticipation comes from the same
+       functions reaching ahead of a segment). p/b/m closures are enforced: the jaw is 0 on at
+       least one video frame per recognised closure that the signal confirms (an energy dip).
+    3. Signal: loudness, voicing and a first-formant proxy (spectral centroid 200-1100 Hz,
+       high for open vowels) give an acoustic opening that works for any language. The jaw is
+       a mix of the phonetic target and the acoustic opening, so Chinese, Spanish or German
+       speech moves the mouth plausibly even where the English recogniser is wrong.
+    Lip width, pucker (rounding) and lip tuck (f/v) come from the visemes only.
+
+Head, eyes, brows (scaled by ``motion_scale``; 0 = still head, no brow raises)
+    Head yaw/pitch/roll and translation = seeded smooth idle noise (never stops, also in
+    pauses) + prosody: the pitch contour (autocorrelation F0, speaker-normalised) tilts
+    the head up on high pitch, energy raises the motion amplitude, and each phrase end
+    (a pause >= 0.3 s) brings a small nod that relaxes slowly (no snap back). Brows rise on
+    emphasis (loud syllables with a pitch peak). Blinks: `blink_track` at ~11/min plus
+    blinks at phrase boundaries (total ~14-18/min), 120-260 ms, full closure.
+
+Timing: video frame i covers [i/fps, (i+1)/fps); every channel is the average of the
+10 ms analysis over that interval (closures: the frame most covered by a closure is 0).
+
+`inference_steps` is NOT used here: it is the renderer's cap on inverse-warp solver
+iterations (see GenerateConfig); motion costs the same for any value.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..audio import vad as vad_mod
+from ..audio.features import resample_mono
+from ..types import MotionTrack, SpeechFeatures
+from .loudness import _attack_release, _smooth_noise, blink_track
+from .visemes import VISEMES, visemes_of_phone
+
+RATE = 16000
+AR = 100  # analysis frames per second
+MAX_JAW = 0.42
+CHANNELS = ("jaw", "width", "pucker", "tuck")
+COART_TAU_S = 0.045  # dominance decay outside a segment
+PHONETIC_MIX = 0.5  # share of the phonetic jaw target (the rest is the acoustic opening)
+
+
+# ------------------------------------------------------------------ acoustic analysis (100 Hz)
+def _frames(x: np.ndarray, win: int, n: int) -> np.ndarray:
+    hop = RATE // AR
+    pad = win // 2
+    xp = np.zeros(n * hop + win + 1, np.float32)
+    m = min(len(x), len(xp) - pad)
+    xp[pad: pad + m] = x[:m]
+    starts = np.arange(n) * hop + hop // 2  # centred on (k + 0.5) / AR
+    return xp[starts[:, None] + np.arange(win)[None, :]]
+
+
+def acoustic_features(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per 10 ms: dB level, normalised loudness 0..1, voicing 0..1, F0 (Hz, 0 unvoiced), F1 proxy 0..1."""
+    n = int(np.ceil(len(x) / RATE * AR))
+    out = {k: np.zeros(n, np.float32) for k in ("db", "loud", "voiced", "f0", "f1")}
+    if n == 0:
+        return out
+    hann = np.hanning(400).astype(np.float32)
+    fr = _frames(x, 400, n)  # 25 ms
+    fr = fr - fr.mean(axis=1, keepdims=True)
+    db = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, axis=1) + 1e-12)
+    w = fr * hann
+    spec = np.fft.rfft(w, n=1024, axis=1)
+    p = np.abs(spec) ** 2
+    f = np.fft.rfftfreq(1024, 1.0 / RATE)
+    band = (f >= 200) & (f <= 1100)
+    cen = (p[:, band] * f[band]).sum(1) / np.maximum(p[:, band].sum(1), 1e-12)
+    f1 = np.clip((cen - 350.0) / (750.0 - 350.0), 0.0, 1.0)
+    ac = np.fft.irfft(p, axis=1)[:, :400]
+    lo, hi = RATE // 400, RATE // 70
+    lag = lo + np.argmax(ac[:, lo:hi], axis=1)
+    voiced = np.clip(ac[np.arange(n), lag] / np.maximum(ac[:, 0], 1e-12), 0, 1)
+    loud_db = db[db > -70]
+    if loud_db.size < 3:
+        return out
+    peak = float(np.percentile(loud_db, 95))
+    floor = max(float(np.percentile(db, 10)), peak - 50.0)
+    loud = np.clip((db - (peak - 35.0)) / 35.0, 0.0, 1.0)
+    loud[db < floor + 3.0] = 0.0
+    f0 = np.where(voiced > 0.45, RATE / lag, 0.0)
+    out.update(db=db.astype(np.float32), loud=loud.astype(np.float32), voiced=voiced.astype(np.float32),
+               f0=f0.astype(np.float32), f1=f1.astype(np.float32), _power=p.astype(np.float32), _freqs=f)
+    return out
+
+
+# ------------------------------------------------------------------ phones -> viseme channels
+def _segments_from_phones(phones) -> list[tuple[float, float, str]]:
+    """(start, end, viseme) with diphthongs split into two halves."""
+    segs = []
+    for ph in phones:
+        vis = visemes_of_phone(ph.phone)
+        if len(vis) == 1:
+            segs.append((ph.start, ph.end, vis[0]))
+        else:
+            mid = ph.start + 0.55 * (ph.end - ph.start)
+            segs.append((ph.start, mid, vis[0]))
+            segs.append((mid, ph.end, vis[1]))
+    return segs
+
+
+def viseme_channels(segs, n: int, speech: np.ndarray) -> dict[str, np.ndarray]:
+    """Dominance-blended targets per 10 ms frame (Cohen-Massaro coarticulation)."""
+    t = (np.arange(n) + 0.5) / AR
+    num = {c: np.zeros(n) for c in CHANNELS}
+    den = np.full(n, 1e-6)
+    for a, b, name in segs:
+        v = VISEMES[name]
+        i0, i1 = max(0, int((a - 0.25) * AR)), min(n, int((b + 0.25) * AR) + 1)
+        if i1 <= i0:
+            continue
+        tt = t[i0:i1]
+        dist = np.maximum(0.0, np.maximum(a - tt, tt - b))
+        # Anticipation: shapes reach further ahead (before the segment) than they linger after it.
+        tau = np.where(tt < a, COART_TAU_S * 1.3, COART_TAU_S)
+        d = v.dominance * np.exp(-dist / tau)
+        den[i0:i1] += d
+        for c, val in zip(CHANNELS, (v.jaw, v.width, v.pucker, v.tuck)):
+            num[c][i0:i1] += d * val
+    out = {c: (num[c] / den).astype(np.float32) for c in CHANNELS}
+    for c in CHANNELS:
+        out[c][~speech] = 0.0
+    return out
+
+
+def _band_centroid(P: np.ndarray, f: np.ndarray, lo: float, hi: float) -> float:
+    m = (f >= lo) & (f <= hi)
+    q = P[:, m].sum(0) if P.ndim == 2 else P[m]
+    return float((q * f[m]).sum() / max(q.sum(), 1e-12))
+
+
+def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[int, int]]:
+    """10 ms frame ranges where the lips close (p, b, m), from acoustics + the recogniser.
+
+    Candidates are level dips inside speech (a stop's closure or a nasal murmur: >= 6 dB
+    below the louder sounds on both sides within 120 ms). A dip closes the lips when the
+    recogniser heard p/b/m there, or when textbook labial cues agree: the second formant
+    rises out of the dip (low F2 locus of labials) and the release burst is not a
+    high-frequency one (t, k bursts centre above ~2 kHz). Recognised p/b/m with a dip of
+    >= 4 dB also count.
+    """
+    db = feats["db"]
+    P, f = feats.get("_power"), feats.get("_freqs")
+    rec = np.zeros(n, bool)
+    for a, b, name in segs:
+        if VISEMES[name].closure:
+            rec[max(0, int(a * AR) - 4): min(n, int(np.ceil(b * AR)) + 4)] = True
+    sm = np.convolve(db, np.ones(3) / 3, mode="same")
+    out = []
+    w = 12
+    for k in range(1, n - 1):
+        if not speech[k] or not (sm[k] <= sm[k - 1] and sm[k] < sm[k + 1]):
+            continue
+        left = sm[max(0, k - w): k].max(initial=-200)
+        right = sm[k + 1: k + 1 + w].max(initial=-200)
+        depth = min(left, right) - sm[k]
+        if depth < 4.0:
+            continue
+        # Extent of the dip: frames within half its depth of the minimum.
+        half = sm[k] + depth / 2
+        i0 = k
+        while i0 > 0 and sm[i0 - 1] < half and k - i0 < w:
+            i0 -= 1
+        i1 = k + 1
+        while i1 < n and sm[i1] < half and i1 - k < w:
+            i1 += 1
+        labial = bool(rec[i0:i1].any())
+        if not labial and depth >= 6.0 and P is not None and i1 + 10 < n:
+            burst = _band_centroid(P[i1: i1 + 2], f, 200, 7000)
+            f2_onset = _band_centroid(P[i1 + 1: i1 + 4], f, 900, 2600)
+            f2_later = _band_centroid(P[i1 + 6: i1 + 10], f, 900, 2600)
+            labial = (f2_later - f2_onset) > 120.0 and burst < 2200.0
+        if labial:
+            out.append((i0, i1))
+    return out
+
+
+def _to_video(x: np.ndarray, n_video: int, fps: float) -> np.ndarray:
+    """Average of a 100 Hz signal over each video frame's interval [i/fps, (i+1)/fps)."""
+    cs = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    edges = np.arange(n_video + 1) / fps * AR
+    edges = np.clip(edges, 0, len(x))
+
+    def interp_cs(e):
+        k = np.clip(np.floor(e).astype(int), 0, len(x) - 1) if len(x) else np.zeros_like(e, int)
+        return cs[k] + (e - k) * (x[k] if len(x) else 0)
+
+    lo, hi = interp_cs(edges[:-1]), interp_cs(edges[1:])
+    width = np.maximum(edges[1:] - edges[:-1], 1e-9)
+    out = (hi - lo) / width
+    out[edges[1:] - edges[:-1] <= 1e-9] = x[-1] if len(x) else 0.0
+    return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------ head / eyes / brows
+def _pauses(speech_v: np.ndarray, fps: float, min_s: float = 0.3) -> list[tuple[int, int]]:
+    out, i, n = [], 0, len(speech_v)
+    while i < n:
+        if not speech_v[i]:
+            j = i
+            while j < n and not speech_v[j]:
+                j += 1
+            if i > 0 and (j - i) >= min_s * fps:
+                out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.random.Generator, blinks: bool):
+    n = len(speech_v)
+    loud = feats_v["loud"]
+    energy = _attack_release(np.where(speech_v, loud, 0.0).astype(np.float64), fps, 0.15, 0.8)
+    # Speaker-normalised pitch in semitones around the median, held through pauses.
+    f0 = feats_v["f0"]
+    ok = (f0 > 60) & speech_v
+    pitch = np.zeros(n)
+    if ok.sum() > 5:
+        st = 12 * np.log2(np.maximum(f0, 1) / np.median(f0[ok]))
+        last = 0.0
+        for i in range(n):
+            if ok[i]:
+                last = float(np.clip(st[i], -6, 6))
+            pitch[i] = last
+        pitch = _attack_release(pitch - 0.0, fps, 0.25, 0.25)
+    noise = _smooth_noise(rng, n, fps, 3.5, 5)
+    slow = _smooth_noise(rng, n, fps, 9.0, 3)
+    amp = (0.55 + 0.6 * energy)[:, None]
+    rot = noise[:, :3] * np.radians([2.6, 1.6, 1.3]) * amp + slow * np.radians([1.5, 1.0, 0.8])
+    rot[:, 1] -= np.radians(0.35) * pitch  # image y down: negative pitch = chin up on high pitch
+    rot[:, 1] += np.radians(1.5) * (energy - energy.mean())  # nod with emphasis
+    # Phrase ends: a small nod that relaxes over ~1 s (the head keeps drifting meanwhile).
+    nod = np.zeros(n)
+    pauses = _pauses(speech_v, fps)
+    for a, _ in pauses:
+        k = np.arange(a, min(n, a + int(2.0 * fps)))
+        tt = (k - a) / fps
+        nod[k] += np.radians(1.2) * (tt / 0.25) * np.exp(1 - tt / 0.25) * rng.uniform(0.6, 1.2)
+    rot[:, 1] += nod
+    trans = noise[:, 3:5] * 0.007 * amp + slow[:, :2] * 0.004
+    # Brows: emphasis = loud frames on a local pitch/energy peak, at most one raise per ~1.2 s.
+    emph = np.clip(loud - 0.55, 0, None) * 2 + np.clip(pitch, 0, None) / 6.0
+    emph = np.where(speech_v, emph, 0.0)
+    brow = np.zeros(n)
+    last = -1e9
+    order = np.argsort(-emph)
+    picked = []
+    for i in order:
+        if emph[i] < 0.35:
+            break
+        if all(abs(i - j) > 1.2 * fps for j in picked):
+            picked.append(i)
+    for i in picked:
+        k = np.arange(max(0, i - int(0.12 * fps)), min(n, i + int(0.9 * fps)))
+        tt = (k - i) / fps
+        shape = np.where(tt < 0, 1 + tt / 0.12, np.where(tt < 0.3, 1.0, np.exp(-(tt - 0.3) / 0.2)))
+        brow[k] = np.maximum(brow[k], np.clip(shape, 0, 1) * min(1.0, 0.5 + emph[i] / 2))
+    del last
+    if blinks:
+        blink = blink_track(n, fps, rng, per_minute=11.0)
+        for a, _ in pauses:
+            t0 = a + int(rng.uniform(0.0, 0.15) * fps)
+            lo, hi = max(0, t0 - int(1.0 * fps)), min(n, t0 + int(1.0 * fps))
+            if t0 >= n or blink[lo:hi].max() > 0 or rng.uniform() > 0.6:
+                continue
+            dur = rng.uniform(0.12, 0.26)
+            i0, i1 = t0, t0 + dur * fps
+            idx = np.arange(int(i0), min(int(np.ceil(i1)) + 1, n))
+            ph = (idx - i0) / max(i1 - i0, 1e-6)
+            shape = np.where(ph < 0.35, ph / 0.35, np.where(ph < 0.55, 1.0, 1.0 - (ph - 0.55) / 0.45))
+            blink[idx] = np.maximum(blink[idx], np.clip(shape, 0, 1))
+    else:
+        blink = np.zeros(n, np.float32)
+    return rot, trans, brow, blink.astype(np.float32)
+
+
+# ------------------------------------------------------------------ the model
+def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phones: bool = True) -> dict:
+    """Everything the phonetic model reads from the audio, at 100 Hz (cache-able, seed-free)."""
+    x = np.asarray(mono, np.float32)
+    if sample_rate != RATE:
+        x = resample_mono(x, sample_rate, RATE)
+    feats = acoustic_features(x)
+    n = len(feats["db"])
+    prob = vad_mod.speech_probability(x, vad_backend)
+    prob = np.pad(prob, (0, max(0, n - len(prob))))[:n]
+    speech = vad_mod.speech_mask(prob) & (feats["db"] > -75)
+    segs = []
+    if phones and speech.any():
+        from ..audio.phonemes import recognize_phones
+
+        ph = recognize_phones(x)
+        segs = _segments_from_phones(ph) if ph else []
+    return {"feats": feats, "speech": speech, "vad_prob": prob, "segments": segs, "n": n}
+
+
+def mouth_channels(an: dict) -> dict[str, np.ndarray]:
+    """Mouth channels at 100 Hz (unscaled) + the closure ranges."""
+    feats, speech, segs, n = an["feats"], an["speech"], an["segments"], an["n"]
+    loud, f1, voiced = feats["loud"], feats["f1"], feats["voiced"]
+    # Acoustic opening: loudness (perceptual) x vowel openness from the first-formant proxy.
+    acoustic = MAX_JAW * np.sqrt(loud) * (0.45 + 0.55 * f1) * (0.6 + 0.4 * np.clip(voiced * 1.5, 0, 1))
+    if segs:
+        ch = viseme_channels(segs, n, speech)
+        phon = ch["jaw"] * (0.55 + 0.45 * np.sqrt(loud))
+        jaw = PHONETIC_MIX * phon + (1 - PHONETIC_MIX) * acoustic
+        closures = closure_frames(segs, n, feats, speech)
+    else:
+        ch = {c: np.zeros(n, np.float32) for c in CHANNELS}
+        ch["width"] = (-0.08 * acoustic / MAX_JAW).astype(np.float32)
+        jaw = acoustic
+        closures = []
+    jaw = np.where(speech, jaw, 0.0)
+    # Soft edges at speech on/offsets (10 ms attack, 40 ms release) so the mouth does not pop.
+    jaw = np.minimum(jaw, _attack_release(jaw, AR, 0.012, 0.04) * 1.0 + 0.0 * jaw)
+    return {"jaw": jaw.astype(np.float32), "width": ch["width"], "pucker": ch["pucker"], "tuck": ch["tuck"],
+            "closures": closures}
+
+
+def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures | None = None, *,
+                    fps: float | None = None, num_frames: int | None = None, dynamic_scale: float = 1.0,
+                    motion_scale: float = 1.0, seed: int = 0, blinks: bool = True,
+                    analysis: dict | None = None) -> MotionTrack:
+    """Speech waveform -> MotionTrack (see the module docstring)."""
+    fps = float(speech.fps if speech is not None else fps)
+    nv = int(speech.num_frames if speech is not None else num_frames)
+    an = analysis if analysis is not None else analyze(mono, sample_rate)
+    m = mouth_channels(an)
+
+    def v(x):
+        y = _to_video(np.asarray(x, np.float64), nv, fps) if len(x) else np.zeros(nv, np.float32)
+        return np.pad(y, (0, max(0, nv - len(y))))[:nv]
+
+    jaw, width, pucker, tuck = v(m["jaw"]), v(m["width"]), v(m["pucker"]), v(m["tuck"])
+    # Closures: the video frame most covered by each recognised p/b/m shows closed lips.
+    for i0, i1 in m["closures"]:
+        a, b = i0 / AR, i1 / AR
+        k0, k1 = int(np.floor(a * fps)), int(np.floor((b - 1e-9) * fps))
+        best, bov = None, 0.0
+        for k in range(max(0, k0), min(nv, k1 + 1)):
+            ov = min(b, (k + 1) / fps) - max(a, k / fps)
+            if ov > bov:
+                best, bov = k, ov
+        if best is not None:
+            jaw[best] = 0.0
+            tuck[best] = 0.0
+    speech_v = v(an["speech"].astype(np.float64)) > 0.5
+    feats_v = {k: v(an["feats"][k]) for k in ("loud", "f0")}
+    # F0 averaged over frames mixes voiced/unvoiced; use the median of voiced frames per video frame.
+    f0 = an["feats"]["f0"]
+    for k in range(nv):
+        seg = f0[int(k / fps * AR): int((k + 1) / fps * AR) + 1]
+        seg = seg[seg > 0]
+        feats_v["f0"][k] = float(np.median(seg)) if seg.size else 0.0
+    rng = np.random.default_rng(seed)
+    rot, trans, brow, blink = head_and_face(feats_v, speech_v, fps, rng, blinks)
+    ds, ms = float(dynamic_scale), float(motion_scale)
+    return MotionTrack(
+        fps=fps,
+        jaw_open=np.clip(jaw * ds, 0.0, MAX_JAW * 1.6).astype(np.float32),
+        lip_width=(width * ds).astype(np.float32),
+        head_rotation=(rot * ms).astype(np.float32),
+        head_translation=(trans * ms).astype(np.float32),
+        blink=blink,
+        brow_raise=np.clip(brow * 0.6 * ms, 0, 1).astype(np.float32),
+        pucker=np.clip(pucker * ds, 0, 1).astype(np.float32),
+        lip_tuck=np.clip(tuck * ds, 0, 1).astype(np.float32),
+    )
