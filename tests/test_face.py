@@ -5,7 +5,6 @@ normalisation for landmark accuracy.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 
 from sonic_core.errors import SonicInputError
-from sonic_core.face import NO_FACE_MESSAGE, FaceAnalyzer, FaceNotFoundError, roi_from_landmarks
+from sonic_core.face import NO_FACE_MESSAGE, FaceNotFoundError, roi_from_landmarks
 from sonic_core.types import Detection
 
 REPO = Path(__file__).resolve().parents[1]

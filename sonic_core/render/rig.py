@@ -226,7 +226,6 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     rel = verts2 - mouth_c
     nx, ny = rel @ right / face_h, rel @ down / face_h
     ny_corner = float(((p2[list(tp.MOUTH_CORNERS)] - mouth_c) @ down).mean() / face_h)
-    ny_inner_low = float(((p2[tp.LOWER_LIP_MID] - mouth_c) @ down) / face_h)
     # Lateral position in units of the inner mouth half-width (1 at the inner corners,
     # where the lips part): the opening profile is shaped against that span.
     half_w = float(np.linalg.norm(p2[tp.INNER_CORNERS[0]] - p2[tp.INNER_CORNERS[1]])) / 2
