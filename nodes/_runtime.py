@@ -1,0 +1,149 @@
+"""Shared glue for the Sonic nodes: logger, models folder, device, cached face analyzer,
+per-chunk progress/cancel hook and user-error wrapping. No model maths here.
+
+Everything touching ComfyUI (`folder_paths`, `comfy.*`) is imported lazily inside functions,
+so the pack imports (and its tests run) without a ComfyUI install.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger("sonic_comfy")
+
+CATEGORY = "Sonic"
+FOLDER = "sonic"  # models/sonic, or `sonic: path` in extra_model_paths.yaml
+PREFIX = "SonicTH_"
+FACE = "SONICTH_FACE"
+SPEECH = "SONICTH_SPEECH"
+CONFIG = "SONICTH_CONFIG"
+MOTION = "SONICTH_MOTION"
+
+_analyzers: dict[tuple[str, str], object] = {}
+_lock = threading.Lock()
+
+
+def _folder_paths():
+    try:
+        import folder_paths  # ComfyUI
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def register_model_folder() -> None:
+    """Register ComfyUI's `sonic` model folder (models/sonic) unless it is there already. Cheap."""
+    fp = _folder_paths()
+    if fp is None:
+        return
+    default = os.path.join(fp.models_dir, FOLDER)
+    if FOLDER not in fp.folder_names_and_paths or default not in fp.get_folder_paths(FOLDER):
+        fp.add_model_folder_path(FOLDER, default)
+
+
+def models_dir() -> Path:
+    """Where the face models are read (and, on first use, converted to).
+
+    In ComfyUI: the first `sonic` folder (models/sonic and any from extra_model_paths.yaml) that
+    already holds the face models, else the first `sonic` folder. Outside ComfyUI: sonic_core's
+    default ($SONIC_MODELS_DIR or ~/.cache/sonic_core/models).
+    """
+    from sonic_core.models import FACE_MODELS_FILE, default_model_dir
+
+    fp = _folder_paths()
+    if fp is None:
+        return default_model_dir()
+    register_model_folder()
+    paths = [Path(p) for p in fp.get_folder_paths(FOLDER)]
+    for p in paths:
+        if (p / FACE_MODELS_FILE).is_file():
+            return p
+    return paths[0]
+
+
+def device():
+    """ComfyUI's torch device when running inside ComfyUI (honours --cpu), else CUDA if available."""
+    try:
+        import comfy.model_management as mm
+
+        return mm.get_torch_device()
+    except Exception:  # not in ComfyUI
+        from sonic_core.pipeline import resolve_device
+
+        return resolve_device("auto")
+
+
+def face_analyzer(dev=None, model_dir=None):
+    """One FaceAnalyzer per (device, models folder), so repeated prompts do not reload models."""
+    from sonic_core.face import FaceAnalyzer
+    from sonic_core.models import ensure_face_models
+
+    dev = dev if dev is not None else device()
+    model_dir = Path(model_dir) if model_dir is not None else models_dir()
+    key = (str(dev), str(model_dir))
+    with _lock:
+        an = _analyzers.get(key)
+        if an is None:
+            ensure_face_models(model_dir, log=log.info)
+            log.info("loading face models from %s on %s", model_dir, dev)
+            an = _analyzers[key] = FaceAnalyzer(model_dir=model_dir, device=dev)
+        return an
+
+
+def chunk_hook(total: int):
+    """Per-chunk callback: raises if the user pressed Cancel, then moves ComfyUI's progress bar."""
+    try:
+        import comfy.utils
+
+        bar = comfy.utils.ProgressBar(total)
+    except Exception:
+        bar = None
+    try:
+        import comfy.model_management as mm
+
+        check = mm.throw_exception_if_processing_interrupted
+    except Exception:
+        check = None
+
+    def hook(done: int, total_: int) -> None:
+        if check is not None:
+            check()
+        if bar is not None:
+            bar.update_absolute(done, total_)
+
+    if check is not None:
+        check()
+    return hook
+
+
+from sonic_core.errors import SonicInputError  # noqa: E402  (light: no torch)
+
+
+class SonicNodeError(SonicInputError):
+    """What a Sonic node raises for anything the user can fix; the message says what to do."""
+
+
+def user_errors(fn):
+    """Re-raise engine input/model errors with just their message (no deep engine traceback)."""
+    from sonic_core.models import ModelFetchError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SonicInputError, ModelFetchError) as e:
+            msg = str(e)
+            log.warning("%s: %s", getattr(fn, "__qualname__", "Sonic"), msg)
+        raise SonicNodeError(msg) from None
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=1)
+def config_docs() -> dict[str, str]:
+    from sonic_core.config import GenerateConfig
+
+    return GenerateConfig.field_docs()

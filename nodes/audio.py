@@ -1,0 +1,33 @@
+"""Sonic Audio PreData node."""
+from __future__ import annotations
+
+from . import _runtime as rt
+
+
+class SonicTH_AudioPreData:
+    DESCRIPTION = ("Analyses the speech (from Load Audio) per video frame. The video is as long as the audio "
+                   "(rounded up to whole frames) unless duration is set; outputs the frame count and seconds.")
+    CATEGORY = rt.CATEGORY
+    RETURN_TYPES = (rt.SPEECH, "INT", "FLOAT")
+    RETURN_NAMES = ("speech", "frames", "seconds")
+    OUTPUT_TOOLTIPS = ("Speech features for Sonic Sampler.", "Number of video frames.", "Video length in seconds.")
+    FUNCTION = "analyze"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": ("AUDIO", {"tooltip": "The speech recording (Load Audio). Any length."}),
+            "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 36000.0, "step": 0.1,
+                                   "tooltip": "Seconds of video. 0 = the whole audio (never shorter). A shorter "
+                                              "value trims the audio, a longer one pads it with silence."}),
+            "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
+                              "tooltip": rt.config_docs().get("fps", "Frames per second of the video.")}),
+        }}
+
+    @rt.user_errors
+    def analyze(self, audio, duration=0.0, fps=25.0):
+        from sonic_core.comfy_io import prepare_speech
+
+        sp = prepare_speech(audio, fps=fps, duration=duration or None)
+        rt.log.info("Sonic Audio PreData: %d frames, %.2f s at %g fps", sp.frames, sp.seconds, float(fps))
+        return (sp, sp.frames, sp.seconds)

@@ -1,0 +1,83 @@
+"""Sonic Face Loader and Sonic Config nodes."""
+from __future__ import annotations
+
+from . import _runtime as rt
+
+
+def _doc(name: str, extra: str = "") -> str:
+    return (rt.config_docs().get(name, "") + (" " + extra if extra else "")).strip()
+
+
+class SonicTH_Config:
+    DESCRIPTION = ("Settings shared by the Sonic Face Loader and Sonic Sampler: connect this one node to both, "
+                   "so the face crop and the motion agree.")
+    CATEGORY = rt.CATEGORY
+    RETURN_TYPES = (rt.CONFIG,)
+    RETURN_NAMES = ("config",)
+    OUTPUT_TOOLTIPS = ("Sonic settings; connect to Sonic Face Loader and Sonic Sampler.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "min_resolution": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 2,
+                                       "tooltip": _doc("min_resolution")}),
+            "expand_ratio": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 3.0, "step": 0.01,
+                                       "tooltip": _doc("expand_ratio")}),
+            "inference_steps": ("INT", {"default": 25, "min": 1, "max": 100,
+                                        "tooltip": _doc("inference_steps")}),
+            "dynamic_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.01,
+                                        "tooltip": _doc("dynamic_scale")}),
+            "motion_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.01,
+                                       "tooltip": _doc("motion_scale")}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
+                             "tooltip": _doc("seed")}),
+            "output": (["crop", "full"], {"default": "crop", "tooltip": _doc("output")}),
+            "blinks": ("BOOLEAN", {"default": True, "tooltip": _doc("blinks")}),
+        }}
+
+    @rt.user_errors
+    def build(self, min_resolution, expand_ratio, inference_steps, dynamic_scale, motion_scale, seed,
+              output="crop", blinks=True):
+        from sonic_core.comfy_io import make_config
+
+        return (make_config(min_resolution=min_resolution, expand_ratio=expand_ratio,
+                            inference_steps=inference_steps, dynamic_scale=dynamic_scale,
+                            motion_scale=motion_scale, seed=seed, output=output, blinks=blinks),)
+
+
+class SonicTH_FaceLoader:
+    DESCRIPTION = ("Finds the face in a photo (Load Image), grows the box by expand_ratio and cuts the square "
+                   "that will be animated. The preview shows the crop (green), the detection (yellow) and "
+                   "the 468 landmarks (red).")
+    CATEGORY = rt.CATEGORY
+    RETURN_TYPES = (rt.FACE, "IMAGE")
+    RETURN_NAMES = ("face", "preview")
+    OUTPUT_TOOLTIPS = ("The face rig for Sonic Sampler / Render / Save MP4.",
+                       "The photo with the crop box and landmarks drawn.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The portrait (first image of the batch is used). One clearly visible, "
+                                           "roughly frontal face."}),
+            "config": (rt.CONFIG, {"tooltip": "From Sonic Config: expand_ratio and min_resolution shape the crop."}),
+        }, "optional": {
+            "face_index": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": _doc("face_index")}),
+        }}
+
+    @rt.user_errors
+    def load(self, image, config, face_index=0):
+        import dataclasses
+
+        from sonic_core.comfy_io import face_preview, prepare_face, rgb_to_image
+
+        if image is not None and getattr(image, "ndim", 0) == 4 and image.shape[0] > 1:
+            rt.log.info("Sonic Face Loader: the IMAGE batch has %d images; using the first", image.shape[0])
+        cfg = dataclasses.replace(config, face_index=int(face_index))
+        rig = prepare_face(image, cfg, rt.face_analyzer())
+        d = rig.portrait.detection
+        rt.log.info("Sonic Face Loader: face at %s (score %.2f), crop %s -> %dx%d", tuple(round(v) for v in d.box),
+                    d.score, rig.portrait.crop_box, rig.crop.shape[1], rig.crop.shape[0])
+        return (rig, rgb_to_image(face_preview(rig)))
