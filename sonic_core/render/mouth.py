@@ -267,17 +267,17 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
     for e in _TOOTH_EDGES:
         width_u = 0.01 + 0.012 * e
         gaps = torch.maximum(gaps, (1 - ((au - e).abs() / width_u)).clamp(0, 1))
-    lip_shadow = 0.45 + 0.55 * ((pv - v_up) / (0.1 * mouth_width)).clamp(0, 1)
+    lip_shadow = 0.7 + 0.3 * ((pv - v_up) / (0.08 * mouth_width)).clamp(0, 1)
     side_shade = 1 - 0.75 * au ** 1.6
-    light = (0.55 + 0.3 * open_amt) * side_shade * (1 - 0.3 * gaps)
+    light = (0.7 + 0.2 * open_amt) * side_shade * (1 - 0.3 * gaps)
     teeth_col = style.teeth.to(dev).view(1, 3, 1)
     up_col = teeth_col * (light * lip_shadow)[:, None]
     low_col = teeth_col * (light * 0.6)[:, None]
     interior = interior * (1 - upper_teeth[:, None]) + up_col * upper_teeth[:, None]
     interior = interior * (1 - lower_teeth[:, None]) + low_col * lower_teeth[:, None]
     # The lips' wet inner edge: a darker rim just inside the opening.
-    rim = (1 - (dist / (1.5 * feather + 0.02 * mouth_width)).clamp(0, 1)) * inside.float()
-    interior = interior * (1 - 0.45 * rim[:, None])
+    rim = (1 - (dist / (feather + 0.015 * mouth_width)).clamp(0, 1)) * inside.float()
+    interior = interior * (1 - 0.35 * (0.3 + 0.7 * open_amt) * rim)[:, None]
 
     grain = noise[y0:y1, x0:x1].reshape(1, 1, -1) * style.grain
     interior = (interior + grain).clamp(0, 1).view(B, 3, h, w)
