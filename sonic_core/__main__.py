@@ -51,6 +51,7 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=d.crf, help=docs["crf"])
     p.add_argument("--preset", default=d.preset, help=docs["preset"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=docs["batch_size"])
+    p.add_argument("--motion-model", choices=["phonetic", "loudness"], default=d.motion_model, help=docs["motion_model"])
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--models-dir", default=None, help="Model cache folder (default: $SONIC_MODELS_DIR or ~/.cache/sonic_core/models).")
     p.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
@@ -62,7 +63,7 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
         inference_steps=args.inference_steps, dynamic_scale=args.dynamic_scale, motion_scale=args.motion_scale,
         fps=args.fps, seed=args.seed, output=args.output, max_full_side=args.max_full_side,
         face_index=args.face_index, blinks=not args.no_blinks, crf=args.crf, preset=args.preset,
-        batch_size=args.batch_size)
+        batch_size=args.batch_size, motion_model=args.motion_model)
 
 
 def _run(image, audio, out, args) -> int:

@@ -44,6 +44,8 @@ class GenerateConfig:
     """x264 speed preset."""
     batch_size: int = 0
     """Frames rendered per chunk; 0 = automatic (by resolution and device)."""
+    motion_model: str = "phonetic"
+    """'phonetic': lip shapes from recognised phones + acoustics, prosody-driven head (default). 'loudness': the first model, mouth opening from loudness only."""
 
     def validate(self) -> "GenerateConfig":
         def bad(name: str, why: str) -> SonicInputError:
@@ -73,6 +75,8 @@ class GenerateConfig:
             raise bad("crf", f"must be between 0 and 51 (got {self.crf})")
         if int(self.batch_size) < 0:
             raise bad("batch_size", f"must be 0 (automatic) or a positive number of frames (got {self.batch_size})")
+        if self.motion_model not in ("phonetic", "loudness"):
+            raise bad("motion_model", f"must be 'phonetic' or 'loudness' (got {self.motion_model!r})")
         self.min_resolution = int(self.min_resolution) // 2 * 2
         self.max_full_side = int(self.max_full_side) // 2 * 2
         self.inference_steps = int(self.inference_steps)

@@ -154,7 +154,12 @@ def auto_batch(size: int, device: torch.device) -> int:
 
 def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
     """The motion model with the user's settings (one place, so CLI, library and nodes agree)."""
-    return loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
+    if getattr(cfg, "motion_model", "phonetic") == "loudness" or "audio_16k" not in speech.extra:
+        return loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
+    from .motion import phonetic_motion
+
+    return phonetic_motion(speech.extra["audio_16k"], 16000, speech, dynamic_scale=cfg.dynamic_scale,
+                           motion_scale=cfg.motion_scale, seed=cfg.seed, blinks=cfg.blinks)
 
 
 class Animator:

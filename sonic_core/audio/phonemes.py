@@ -36,18 +36,14 @@ def available() -> bool:
     return True
 
 
-_DECODER = None
-
-
 def _decoder():
-    global _DECODER
-    if _DECODER is None:
-        from pocketsphinx import Decoder, get_model_path
+    """A fresh decoder per call (~0.1 s): its live cepstral-mean estimate would otherwise carry
+    over from the previous audio and make results depend on what was decoded before."""
+    from pocketsphinx import Decoder, get_model_path
 
-        mp = get_model_path("en-us")
-        _DECODER = Decoder(hmm=os.path.join(mp, "en-us"), allphone=os.path.join(mp, "en-us-phone.lm.bin"),
-                           lw=2.0, pip=0.5, beam=1e-40, pbeam=1e-40, samprate=RATE, loglevel="FATAL")
-    return _DECODER
+    mp = get_model_path("en-us")
+    return Decoder(hmm=os.path.join(mp, "en-us"), allphone=os.path.join(mp, "en-us-phone.lm.bin"),
+                   lw=2.0, pip=0.5, beam=1e-40, pbeam=1e-40, samprate=RATE, loglevel="FATAL")
 
 
 def recognize_phones(mono16k: np.ndarray, chunk_s: float = 30.0) -> list[PhoneSegment] | None:

@@ -1,0 +1,209 @@
+"""Lip-sync benchmark: espeak-ng speech with exact phoneme timings -> rendered video -> re-detected lips.
+
+    python benchmarks/lipsync.py [--res 256] [--fps 25] [--models phonetic,loudness] [--quick] [--all-photos]
+
+For each clip (several voices and languages, fast and slow speech, long pauses) and each motion
+model, the whole public path `sonic_core.pipeline.generate` renders an MP4 on the CPU; FaceMesh
+is re-run on the decoded frames and the mouth opening (inner-lip gap 13-14 over the inter-ocular
+distance) is compared with the truth from libespeak-ng's phoneme events (tests/espeak_timing.py):
+
+  corr_tgt   correlation of mouth opening with phoneme-timed target openness (IPA vowel height,
+             p/b/m = 0), video frame i = mean target over [i/fps, (i+1)/fps)
+  corr_loud  correlation with the speech loudness (SpeechFeatures.loudness)
+  lag_ms     the shift of the mouth against the target that maximises the correlation
+             (+ = mouth later than the sound), searched over +-5 frames
+  pbm        p/b/m closure rate: a bilabial counts as closed when some frame overlapping
+             [onset - 50 ms, onset + min(50 ms, duration)] shows the lips closed (gap within 15 %
+             of the clip's opening range above its closed level). espeak times a stop at its
+             release, so its closure silence lies just before the event: hence the window.
+  sil_move   mouth movement in silence (frames >= 200 ms inside pauses): p95 - p5 of the gap,
+             in % of the opening range during speech (0 = still)
+  blinks/min from the rendered eyes: lid gaps 159-145 and 386-374 over the inter-ocular distance;
+             a blink is a dip below 55 % of the median lid gap
+  head_deg   range (p95 - p5) of head roll from the eye line, and nose-tip travel in % of IOD
+
+Targets (English): corr_tgt >= 0.8, |lag| <= 40 ms, pbm >= 90 %, still mouth in silence;
+non-English: corr_loud >= 0.5.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.espeak_timing import Phone, ipa_is_bilabial, openness_track, speak_with_phonemes  # noqa: E402
+
+CLIPS = [
+    # name, voice, [(text, gap_after_s)], speed
+    ("en-us", "en-us", [("Open the big blue box, papa. My mother made fine wafers.", 0.0)], 150),
+    ("en-gb", "en-gb", [("The quick brown fox jumps over the lazy dog while Bob makes maps.", 0.0)], 170),
+    ("en-fast", "en-us", [("Please remember to buy bread, milk and apples before the shop closes at nine.", 0.0)], 230),
+    ("en-slow+pause", "en-us", [("Maybe we will see.", 1.6), ("Bring me the map, and come back by Monday.", 0.0)], 110),
+    ("es", "es", [("Buenos días, me llamo Pablo y vivo en Madrid con mi familia.", 0.0)], 150),
+    ("de", "de", [("Guten Morgen, wie geht es dir? Ich bin müde, aber mir geht es gut.", 0.0)], 150),
+    ("zh", "cmn-latn-pinyin", [("ni3 hao3, wo3 jiao4 xiao3 ming2.", 1.2), ("jin1 tian1 tian1 qi4 hen3 hao3.", 0.0)], 150),
+]
+PHOTOS = ("grace_hopper.jpg", "astronaut.png")
+
+
+def make_clip(parts, voice, speed, lead=0.5, tail=0.6):
+    pieces, phones, t = [], [], lead
+    rate = None
+    for text, gap in parts:
+        s, rate, ph = speak_with_phonemes(text, voice=voice, speed=speed)
+        phones += [Phone(p.start + t, p.end + t, p.ipa) for p in ph]
+        pieces.append(s)
+        t += len(s) / rate
+        if gap:
+            pieces.append(np.zeros(int(gap * rate), np.float32))
+            t += gap
+    samples = np.concatenate([np.zeros(int(lead * rate), np.float32)] + pieces + [np.zeros(int(tail * rate), np.float32)])
+    return samples, rate, phones
+
+
+def shifted_corr(a, b, lag):
+    """corr(a[i], b[i - lag]): lag > 0 means `a` happens later than `b`."""
+    if lag > 0:
+        a, b = a[lag:], b[:-lag]
+    elif lag < 0:
+        a, b = a[:lag], b[-lag:]
+    if a.std() < 1e-9 or b.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def blink_count(lm):
+    from sonic_core.evaluate import EYE_OUTER
+
+    iod = np.linalg.norm(lm[:, EYE_OUTER[0], :2] - lm[:, EYE_OUTER[1], :2], axis=-1)
+    lid = (np.linalg.norm(lm[:, 159, :2] - lm[:, 145, :2], axis=-1) +
+           np.linalg.norm(lm[:, 386, :2] - lm[:, 374, :2], axis=-1)) / 2 / iod
+    closed = lid < 0.55 * np.median(lid)
+    return int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
+
+
+def measure(frames, analyzer, phones, loudness, fps):
+    from sonic_core.evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
+
+    ref = analyzer.analyze(frames[0])[1]
+    lm = landmarks_of_frames(frames, analyzer, ref)
+    gap = lip_gap(lm)
+    n = len(gap)
+    tgt = openness_track(phones, n, fps)
+    corr = shifted_corr(gap, tgt, 0)
+    lags = list(range(-5, 6))
+    cs = [shifted_corr(gap, tgt, L) for L in lags]
+    best = lags[int(np.argmax(cs))]
+    lo, hi = np.percentile(gap, 3), np.percentile(gap, 97)
+    thr = lo + 0.15 * (hi - lo)
+    bil = [p for p in phones if ipa_is_bilabial(p.ipa)]
+    closed = 0
+    for p in bil:
+        a, b = p.start - 0.05, p.start + min(0.05, p.end - p.start)
+        k0, k1 = max(0, int(np.floor(a * fps))), min(n, int(np.ceil(b * fps)))
+        if k1 > k0 and gap[k0:k1].min() <= thr:
+            closed += 1
+    # Silence: frames whose whole interval lies >= 200 ms away from any spoken phone.
+    t = (np.arange(n) + 0.5) / fps
+    speaking = np.zeros(n, bool)
+    for p in phones:
+        if not p.is_pause:
+            speaking |= (t > p.start - 0.2 - 0.5 / fps) & (t < p.end + 0.2 + 0.5 / fps)
+    sil = ~speaking
+    rng_speech = max(hi - lo, 1e-6)
+    sil_move = float(np.percentile(gap[sil], 95) - np.percentile(gap[sil], 5)) / rng_speech if sil.sum() > 3 else float("nan")
+    eyes = lm[:, EYE_OUTER[1], :2] - lm[:, EYE_OUTER[0], :2]
+    roll = np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))
+    iod = np.linalg.norm(eyes, axis=-1)
+    nose = lm[:, 1, :2] - (lm[:, EYE_OUTER[0], :2] + lm[:, EYE_OUTER[1], :2]) / 2  # nose vs eye midpoint (pose)
+    nose_travel = float(np.linalg.norm(np.percentile(nose / iod[:, None], 95, axis=0) - np.percentile(nose / iod[:, None], 5, axis=0)))
+    return {
+        "corr_tgt": corr, "corr_loud": shifted_corr(gap, np.asarray(loudness[:n]), 0),
+        "lag_ms": best * 1000.0 / fps, "pbm": (closed, len(bil)), "sil_move": sil_move,
+        "blinks_min": blink_count(lm) / (n / fps / 60.0),
+        "roll_deg": float(np.percentile(roll, 95) - np.percentile(roll, 5)), "nose_pct": 100 * nose_travel,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--models", default="loudness,phonetic")
+    ap.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
+    ap.add_argument("--all-photos", action="store_true", help="render every clip on both photos (default: alternate)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--models-dir", default=os.environ.get("SONIC_MODELS_DIR") or str(REPO / ".cache" / "models"))
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from sonic_core.audio.features import analyze_speech
+    from sonic_core.evaluate import read_video_frames
+    from sonic_core.face import FaceAnalyzer
+    from sonic_core.models import ensure_face_models
+    from sonic_core.pipeline import generate
+    from tests.speech import write_audio
+
+    ensure_face_models(args.models_dir)
+    analyzer = FaceAnalyzer(model_dir=args.models_dir, device="cpu")
+    models = args.models.split(",")
+    wanted = set(filter(None, args.clips.split(",")))
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="lipsync_"))
+    for ci, (name, voice, parts, speed) in enumerate(CLIPS):
+        if wanted and name not in wanted:
+            continue
+        samples, rate, phones = make_clip(parts, voice, speed)
+        wav = tmp / f"{name}.wav"
+        write_audio(wav, samples[None], rate)
+        photos = PHOTOS if args.all_photos else (PHOTOS[ci % 2],)
+        for photo in photos:
+            for model in models:
+                out = tmp / f"{name}_{model}_{photo}.mp4"
+                t0 = time.perf_counter()
+                r = generate(REPO / "examples" / photo, wav, out, min_resolution=args.res, fps=args.fps,
+                             device="cpu", model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12)
+                dt = time.perf_counter() - t0
+                frames = read_video_frames(out)
+                loud = analyze_speech(samples, rate, args.fps, len(frames)).loudness
+                m = measure(frames, analyzer, phones, loud, args.fps)
+                m.update(clip=name, model=model, photo=photo.split(".")[0], secs=r.seconds, motion_s=r.timings.get("motion", 0.0),
+                         total_s=dt)
+                rows.append(m)
+                print(fmt_row(m), flush=True)
+    print()
+    print(table(rows))
+    return rows
+
+
+HEADER = ("clip", "photo", "model", "corr_tgt", "corr_loud", "lag_ms", "p/b/m", "sil_move", "blinks/min",
+          "roll_deg", "nose%", "audio_s", "motion_s")
+
+
+def fmt_row(m):
+    c, t = m["pbm"]
+    pbm = f"{c}/{t} ({100 * c / t:.0f}%)" if t else "-"
+    return " | ".join([m["clip"], m["photo"], m["model"], f"{m['corr_tgt']:.2f}", f"{m['corr_loud']:.2f}",
+                       f"{m['lag_ms']:+.0f}", pbm, f"{100 * m['sil_move']:.0f}%" if m["sil_move"] == m["sil_move"] else "-",
+                       f"{m['blinks_min']:.0f}", f"{m['roll_deg']:.1f}", f"{m['nose_pct']:.1f}", f"{m['secs']:.1f}",
+                       f"{m['motion_s']:.2f}"])
+
+
+def table(rows):
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + fmt_row(m) + " |" for m in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
