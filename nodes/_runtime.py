@@ -126,6 +126,10 @@ class SonicNodeError(SonicInputError):
     """What a Sonic node raises for anything the user can fix; the message says what to do."""
 
 
+# ComfyUI shows "<module>.<class>: message"; custom node modules are named by their full path.
+SonicNodeError.__module__ = "sonic"
+
+
 def user_errors(fn):
     """Re-raise engine input/model errors with just their message (no deep engine traceback)."""
     from sonic_core.models import ModelFetchError

@@ -34,16 +34,20 @@ class SonicTH_Config:
                              "tooltip": _doc("seed")}),
             "output": (["crop", "full"], {"default": "crop", "tooltip": _doc("output")}),
             "blinks": ("BOOLEAN", {"default": True, "tooltip": _doc("blinks")}),
+        }, "optional": {
+            "motion_model": (["phonetic", "loudness"], {"default": "phonetic", "tooltip": _doc(
+                "motion_model", "'loudness' is the fast fallback (mouth follows loudness only).")}),
         }}
 
     @rt.user_errors
     def build(self, min_resolution, expand_ratio, inference_steps, dynamic_scale, motion_scale, seed,
-              output="crop", blinks=True):
+              output="crop", blinks=True, motion_model="phonetic"):
         from sonic_core.comfy_io import make_config
 
         return (make_config(min_resolution=min_resolution, expand_ratio=expand_ratio,
                             inference_steps=inference_steps, dynamic_scale=dynamic_scale,
-                            motion_scale=motion_scale, seed=seed, output=output, blinks=blinks),)
+                            motion_scale=motion_scale, seed=seed, output=output, blinks=blinks,
+                            motion_model=motion_model),)
 
 
 class SonicTH_FaceLoader:
