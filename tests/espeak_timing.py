@@ -36,6 +36,12 @@ class _Id(ctypes.Union):
     _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
 
 
+class _Voice(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+
+
 class _Event(ctypes.Structure):
     _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
                 ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
@@ -77,6 +83,7 @@ def _lib():
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                      ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
@@ -114,7 +121,8 @@ def speak_with_phonemes(text: str, voice: str = "en-us", speed: int = 150, pitch
 
         c_cb = _CALLBACK(cb)
         lib.espeak_SetSynthCallback(c_cb)
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0 and \
+                lib.espeak_SetVoiceByProperties(ctypes.byref(_Voice(None, voice.encode(), None, 0, 0, 0, 0, 0, None))) != 0:
             raise ValueError(f"espeak-ng has no voice {voice!r}")
         lib.espeak_SetParameter(PARAM_RATE, int(speed), 0)
         lib.espeak_SetParameter(PARAM_PITCH, 50 if pitch is None else int(pitch), 0)
