@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ..types import MotionTrack
 from . import topology as tp
 from .deform import deform, rigid_head
+from .eyes import EYES, composite_lids, estimate_lid_style
 from .mouth import PhotoMouth, composite_mouth, estimate_style
 from .rig import FaceRig, build_rig
 from .warp import inverse_warp, triangle_neighbours
@@ -42,6 +43,8 @@ class PortraitRenderer:
         self.last_steps = 0
         self._active = self.rig.active_vertices()
         self.photo_mouth = PhotoMouth.detect(self.source, self.rig.vertices, rig.mouth_width)
+        self.lid_style = estimate_lid_style(crop, landmarks, self.style.grain)
+        self._eye_idx = [list(up) + list(lo) for up, lo, _ in EYES]
 
     def _chunk(self, track: MotionTrack, start: int, stop: int) -> dict[str, torch.Tensor]:
         t = lambda a: torch.as_tensor(np.asarray(a[start:stop]), dtype=torch.float32, device=self.device)  # noqa: E731
@@ -71,6 +74,10 @@ class PortraitRenderer:
         teeth_upper = rigid_head(rig, rest_upper, c["rotation"], c["translation"])
         win = composite_mouth(win, (x0, y0), tgt, teeth_upper, self.style, rig.mouth_width, self.noise,
                               self.photo_mouth)
+        if bool((c["blink"] > 0.1).any()):
+            rest = rig.vertices[self._eye_idx[0] + self._eye_idx[1]][None].expand(B, -1, -1)
+            rest_eyes = rigid_head(rig, rest, c["rotation"], c["translation"]).view(B, 2, 18, 2)
+            win = composite_lids(win, (x0, y0), tgt, rest_eyes, c["blink"], self.lid_style, self.noise)
         out = self.source_u8[None].expand(B, -1, -1, -1).clone()
         out[:, y0:y0 + window[3], x0:x0 + window[2]] = (win.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
         return out
