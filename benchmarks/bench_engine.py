@@ -36,7 +36,7 @@ from sonic_core.video import Mp4Writer  # noqa: E402
 
 
 def make_speech(seconds: float, path: Path) -> None:
-    clip = load_audio(REPO / "examples" / "speech.wav", mono=True)
+    clip = load_audio(REPO / "assets" / "speech.wav", mono=True)
     reps = int(np.ceil(seconds * clip.sample_rate / clip.samples.shape[1]))
     x = np.tile(clip.samples[0], reps)[: int(seconds * clip.sample_rate)]
     with wave.open(str(path), "wb") as w:
@@ -118,7 +118,7 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     models_dir = ensure_face_models(args.models_dir).parent
     analyzer = FaceAnalyzer(model_dir=models_dir, device=device)
-    image = REPO / "examples" / "grace_hopper.jpg"
+    image = REPO / "assets" / "grace_hopper.jpg"
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         audio = tmp / "speech15.wav"

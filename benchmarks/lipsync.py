@@ -171,7 +171,7 @@ def main(argv=None):
             for model in models:
                 out = tmp / f"{name}_{model}_{photo}.mp4"
                 t0 = time.perf_counter()
-                r = generate(REPO / "examples" / photo, wav, out, min_resolution=args.res, fps=args.fps,
+                r = generate(REPO / "assets" / photo, wav, out, min_resolution=args.res, fps=args.fps,
                              device="cpu", model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12)
                 dt = time.perf_counter() - t0
                 frames = read_video_frames(out)

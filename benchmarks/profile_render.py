@@ -31,8 +31,8 @@ def main() -> None:
     models = ensure_face_models(args.models_dir).parent
     cfg = GenerateConfig(min_resolution=args.resolution).validate()
     analyzer = FaceAnalyzer(model_dir=models, device=dev)
-    portrait, crop, lm = prepare_portrait(REPO / "examples" / "grace_hopper.jpg", cfg, analyzer)
-    _, speech = prepare_audio(REPO / "examples" / "speech.wav", cfg)
+    portrait, crop, lm = prepare_portrait(REPO / "assets" / "grace_hopper.jpg", cfg, analyzer)
+    _, speech = prepare_audio(REPO / "assets" / "speech.wav", cfg)
     track = make_motion(speech, cfg)
     n = track.num_frames
     for b in args.batches:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import GenerateConfig
 from .errors import SonicInputError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets"
 
 
 class _Bar:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--image", required=True, help="Portrait photo (jpg, png, webp, ...).")
     g.add_argument("--audio", required=True, help="Speech (wav, mp3, flac, ogg/opus, m4a/aac, or a video's sound track).")
     _add_generate_options(g)
-    dm = sub.add_parser("demo", help="Run on the example portrait and speech shipped in examples/.")
+    dm = sub.add_parser("demo", help="Run on the example portrait and speech shipped in assets/.")
     _add_generate_options(dm)
     fm = sub.add_parser("fetch-models", help="Download and convert the face models into the cache, then exit.")
     fm.add_argument("--models-dir", default=None)

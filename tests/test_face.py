@@ -20,8 +20,8 @@ from sonic_core.types import Detection
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mediapipe_landmarks.npz"
 PHOTOS = {
-    "grace_hopper": REPO / "examples" / "grace_hopper.jpg",
-    "astronaut": REPO / "examples" / "astronaut.png",
+    "grace_hopper": REPO / "assets" / "grace_hopper.jpg",
+    "astronaut": REPO / "assets" / "astronaut.png",
     "camera": REPO / "tests" / "data" / "camera.png",
 }
 MAX_ERROR_PERCENT = 1.5

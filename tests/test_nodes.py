@@ -22,7 +22,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "assets"
 DATA = Path(__file__).resolve().parent / "data"
 FPS = 25.0
 RES = 128
@@ -456,12 +456,10 @@ def test_save_memory_does_not_grow_with_clip_length(comfy, chain):
 
 
 # --------------------------------------------------------------------------- shipped workflows
-def test_workflows_are_generated_and_template_copies_match():
+def test_workflows_are_generated():
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "comfyui" / "make_workflows.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for f in (REPO / "workflows").glob("*.json"):
-        assert (REPO / "example_workflows" / f.name).read_bytes() == f.read_bytes()
 
 
 @pytest.mark.parametrize("name", ["sonic_fast_audio_image", "sonic_long_audio_stream"])

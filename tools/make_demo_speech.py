@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Synthesize the demo recording examples/speech.wav with espeak-ng (no downloads needed).
+"""Synthesize the demo recording assets/speech.wav with espeak-ng (no downloads needed).
 
 Two sentences with a pause between them (about 8 s), voice en-us at 150 words/min, written
 as mono 16-bit WAV at espeak-ng's native 22050 Hz (~350 KB). The pause exercises the
 "still in silence" behaviour; the mix of open vowels and p/b/m closures exercises lip sync.
 
-    python tools/make_demo_speech.py [--out examples/speech.wav] [--voice en-us] [--speed 150]
+    python tools/make_demo_speech.py [--out assets/speech.wav] [--voice en-us] [--speed 150]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TEXT = ("Hello, and welcome to Sonic. "
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--out", default=os.path.join(here, "..", "examples", "speech.wav"))
+    ap.add_argument("--out", default=os.path.join(here, "..", "assets", "speech.wav"))
     ap.add_argument("--voice", default="en-us")
     ap.add_argument("--speed", type=int, default=150)
     ap.add_argument("--text", default=TEXT)

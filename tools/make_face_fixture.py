@@ -29,8 +29,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = {
-    "grace_hopper": REPO / "examples" / "grace_hopper.jpg",
-    "astronaut": REPO / "examples" / "astronaut.png",
+    "grace_hopper": REPO / "assets" / "grace_hopper.jpg",
+    "astronaut": REPO / "assets" / "astronaut.png",
     "camera": REPO / "tests" / "data" / "camera.png",
     "coffee": REPO / "tests" / "data" / "coffee.png",
 }

@@ -1,12 +1,11 @@
 """Write the shipped workflows from one description: UI format (drag-and-drop) + API format twins.
 
-    python tests/comfyui/make_workflows.py          # rewrite workflows/ and example_workflows/
+    python tests/comfyui/make_workflows.py          # rewrite workflows/
     python tests/comfyui/make_workflows.py --check  # exit 1 if a file differs from what it would write
 
-workflows/ is the source the README points to. ComfyUI serves a custom node's example folder as
-templates, but it mounts `examples/` (our photos) before `workflows/` under the same URL, so the
-files are also written to `example_workflows/` (the folder ComfyUI looks at first);
-tests/test_nodes.py checks both are up to date.
+workflows/ is what the README points to and what ComfyUI serves as the pack's templates (it
+looks for `example_workflows/`, `example/`, `examples/`, `workflow/`, `workflows/`; the pack has
+only the last, so each workflow is listed once). tests/test_nodes.py checks the files are up to date.
 """
 from __future__ import annotations
 
@@ -15,9 +14,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FOLDERS = [REPO / "workflows", REPO / "example_workflows"]
-IMAGE_FILE = "grace_hopper.jpg"  # examples/grace_hopper.jpg, uploaded by the client / run_workflows.py
-AUDIO_FILE = "speech.wav"  # examples/speech.wav
+FOLDERS = [REPO / "workflows"]
+IMAGE_FILE = "grace_hopper.jpg"  # assets/grace_hopper.jpg, uploaded by the client / run_workflows.py
+AUDIO_FILE = "speech.wav"  # assets/speech.wav
 
 # Output slots of the node types we use: (name, type).
 OUTPUTS = {

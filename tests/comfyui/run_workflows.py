@@ -7,7 +7,7 @@ What it does (loopback only, bounded time, stops the server at the end):
      `main.py --cpu --listen 127.0.0.1 --port <free>` with temporary input/output/user folders and an
      extra_model_paths.yaml whose `sonic:` entry points at our model cache (so that path is tested too);
   2. checks our nodes are in /object_info with the expected inputs, category and output types;
-  3. uploads examples/grace_hopper.jpg + examples/speech.wav (and a long looped speech file) through
+  3. uploads assets/grace_hopper.jpg + assets/speech.wav (and a long looped speech file) through
      /upload/image, then checks every UI-format workflow: node types exist, widget values match the
      inputs in /object_info (count, type, range, combo options), links connect matching types;
   4. checks the workflows are served as templates (/workflow_templates);
@@ -264,8 +264,8 @@ def main(argv=None) -> int:
 
         # 3. uploads + UI workflow checks
         long_wav = tmp / "speech_long.wav"
-        loop_wav(REPO / "examples" / "speech.wav", long_wav, a.long_seconds)
-        for f in (REPO / "examples" / "grace_hopper.jpg", REPO / "examples" / "speech.wav", long_wav,
+        loop_wav(REPO / "assets" / "speech.wav", long_wav, a.long_seconds)
+        for f in (REPO / "assets" / "grace_hopper.jpg", REPO / "assets" / "speech.wav", long_wav,
                   REPO / "tests" / "data" / "coffee.png"):
             sc.upload_file(f, server)
         info = get_json(server, "/object_info")  # file combos now list the uploads
@@ -307,13 +307,13 @@ def main(argv=None) -> int:
             record("no-face photo error", "no face" in str(e).lower() and "Traceback" not in str(e), str(e)[:200])
 
         # 5b. the API workflows
-        runs = [("sonic_fast_audio_image_api.json", "speech.wav", wav_seconds(REPO / "examples" / "speech.wav")),
+        runs = [("sonic_fast_audio_image_api.json", "speech.wav", wav_seconds(REPO / "assets" / "speech.wav")),
                 ("sonic_long_audio_stream_api.json", long_wav.name, wav_seconds(long_wav))]
         for name, audio, seconds in runs:
             wf = sc.load_workflow(REPO / "workflows" / name)
             sc.set_node_input(wf, "config_node", min_resolution=a.min_resolution)
             sc.set_node_input(wf, "audio_loader", audio=audio)
-            sc.set_node_input(wf, "image_loader", image=str(REPO / "examples" / "grace_hopper.jpg"))  # upload path
+            sc.set_node_input(wf, "image_loader", image=str(REPO / "assets" / "grace_hopper.jpg"))  # upload path
             t = time.monotonic()
             events = []
             try:
