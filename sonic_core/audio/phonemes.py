@@ -11,12 +11,14 @@ motion model falls back to signal features only.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 RATE = 16000
+log = logging.getLogger(__name__)
 FRAME_RATE = 100  # pocketsphinx frames per second
 
 
@@ -72,7 +74,11 @@ def recognize_phones(mono16k: np.ndarray, chunk_s: float = 30.0) -> list[PhoneSe
         e = np.convolve(seg ** 2, np.ones(hop), mode="valid")[::hop]
         cuts.append(a + int(np.argmin(e)) * hop)
     cuts.append(x.size)
-    dec = _decoder()
+    try:
+        dec = _decoder()
+    except RuntimeError as e:  # installed but unusable (e.g. its model files are missing)
+        log.warning("pocketsphinx could not start (%s); mouth shapes fall back to acoustic cues", e)
+        return None
     out: list[PhoneSegment] = []
     for a, b in zip(cuts[:-1], cuts[1:]):
         pcm = (np.clip(x[a:b], -1, 1) * 32767).astype(np.int16).tobytes()
