@@ -1,6 +1,7 @@
 """Audio decoding: real espeak-ng speech through every codec/rate/layout we promise."""
 from __future__ import annotations
 
+from pathlib import Path
 import os
 import sys
 
@@ -199,7 +200,7 @@ def test_empty_audio_stream(tmp_path):
 
 def test_truncated_file_still_decodes_or_errors_clearly(speech, tmp_path):
     p = write_audio(tmp_path / "cut.mp3", speech.samples, 22050, codec="libmp3lame")
-    data = open(p, "rb").read()
+    data = Path(p).read_bytes()
     cut = tmp_path / "cut_half.mp3"
     cut.write_bytes(data[: len(data) // 2])
     clip = load_audio(cut)  # a cut-off download plays up to where it stops
@@ -208,7 +209,7 @@ def test_truncated_file_still_decodes_or_errors_clearly(speech, tmp_path):
 
 def test_bytes_input(speech, tmp_path):
     p = write_audio(tmp_path / "b.flac", speech.samples, 22050, codec="flac")
-    clip = load_audio(open(p, "rb").read())
+    clip = load_audio(Path(p).read_bytes())
     assert clip.samples.shape == speech.samples.shape
     with pytest.raises(SonicInputError, match="empty"):
         load_audio(b"")
