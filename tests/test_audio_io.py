@@ -1,9 +1,9 @@
 """Audio decoding: real espeak-ng speech through every codec/rate/layout we promise."""
 from __future__ import annotations
 
-from pathlib import Path
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
