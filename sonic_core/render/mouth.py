@@ -59,7 +59,7 @@ def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, 
     lum = face_vals @ np.array([0.299, 0.587, 0.114], np.float32)
     white = float(np.clip(np.percentile(lum, 97) * 1.05, 0.35, 0.95))
     cast = cheeks / max(float(cheeks.mean()), 1e-3)
-    teeth = white * (0.8 + 0.2 * cast) * np.array([1.0, 0.94, 0.84], np.float32)
+    teeth = white * (0.8 + 0.2 * cast) * np.array([1.0, 0.93, 0.8], np.float32)
     cavity = lip * 0.22 + np.array([0.02, 0.0, 0.0], np.float32)
     tongue = lip * 0.55 + np.array([0.08, 0.0, 0.0], np.float32)
     # Match the photo's colourfulness: a black-and-white or faded photo gets grey teeth and
@@ -269,7 +269,7 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
         gaps = torch.maximum(gaps, (1 - ((au - e).abs() / width_u)).clamp(0, 1))
     lip_shadow = 0.7 + 0.3 * ((pv - v_up) / (0.08 * mouth_width)).clamp(0, 1)
     side_shade = 1 - 0.75 * au ** 1.6
-    light = (0.7 + 0.2 * open_amt) * side_shade * (1 - 0.3 * gaps)
+    light = (0.82 + 0.15 * open_amt) * side_shade * (1 - 0.3 * gaps)
     teeth_col = style.teeth.to(dev).view(1, 3, 1)
     up_col = teeth_col * (light * lip_shadow)[:, None]
     low_col = teeth_col * (light * 0.6)[:, None]
