@@ -291,3 +291,24 @@ def test_inference_steps_bounds_the_warp_solver(models_dir, analyzer, speech_wit
         frames[steps] = r.render(track, loud - 2, loud + 2).numpy()
     assert psnr(frames[1], frames[25]) < psnr(frames[8], frames[25])
     assert psnr(frames[8], frames[25]) > 45.0
+
+
+def test_teeth_follow_the_scene_not_only_the_skin(analyzer, models_dir):
+    """A dark-skinned face in a normally exposed photo still gets bright teeth; a grey photo grey ones."""
+    from sonic_core.pipeline import prepare_portrait
+    from sonic_core.render.mouth import estimate_style
+    from sonic_core.render.rig import build_rig
+    from sonic_core.models import load_face_topology
+
+    cfg = GenerateConfig(min_resolution=256).validate()
+    _, crop, lm = prepare_portrait(EXAMPLES / "grace_hopper.jpg", cfg, analyzer)
+    rig = build_rig(lm, load_face_topology(models_dir), 256)
+    face = rig.tri_map.numpy() < 852  # FaceMesh triangles cover the face only
+    dark = crop.astype(np.float32)
+    dark[face] *= 0.35  # much darker skin, same scene
+    normal = estimate_style(crop, lm, rig.mouth_width)
+    darker = estimate_style(dark.astype(np.uint8), lm, rig.mouth_width)
+    assert float(darker.teeth.mean()) > 0.6 * float(normal.teeth.mean())
+    grey = np.repeat(crop.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    g = estimate_style(grey, lm, rig.mouth_width).teeth
+    assert float(g.max() - g.min()) < 0.02

@@ -57,7 +57,10 @@ def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, 
     inside = (face_pts[:, 0] >= 0) & (face_pts[:, 0] < w) & (face_pts[:, 1] >= 0) & (face_pts[:, 1] < h)
     face_vals = img[face_pts[inside, 1], face_pts[inside, 0]]
     lum = face_vals @ np.array([0.299, 0.587, 0.114], np.float32)
-    white = float(np.clip(np.percentile(lum, 97) * 1.05, 0.35, 0.95))
+    # Teeth are lit like the rest of the scene, not like the skin: on a dark-skinned face the
+    # skin's highlights underestimate them, so the photo's own bright level is a floor.
+    scene = img[::4, ::4] @ np.array([0.299, 0.587, 0.114], np.float32)
+    white = float(np.clip(max(np.percentile(lum, 97) * 1.05, 0.8 * np.percentile(scene, 99)), 0.35, 0.95))
     cast = cheeks / max(float(cheeks.mean()), 1e-3)
     teeth = white * (0.8 + 0.2 * cast) * np.array([1.0, 0.93, 0.8], np.float32)
     cavity = lip * 0.22 + np.array([0.02, 0.0, 0.0], np.float32)
