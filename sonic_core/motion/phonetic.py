@@ -67,20 +67,30 @@ def acoustic_features(x: np.ndarray) -> dict[str, np.ndarray]:
     if n == 0:
         return out
     hann = np.hanning(400).astype(np.float32)
-    fr = _frames(x, 400, n)  # 25 ms
-    fr = fr - fr.mean(axis=1, keepdims=True)
-    db = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, axis=1) + 1e-12)
-    w = fr * hann
-    spec = np.fft.rfft(w, n=1024, axis=1)
-    p = np.abs(spec) ** 2
     f = np.fft.rfftfreq(1024, 1.0 / RATE)
     band = (f >= 200) & (f <= 1100)
-    cen = (p[:, band] * f[band]).sum(1) / np.maximum(p[:, band].sum(1), 1e-12)
-    f1 = np.clip((cen - 350.0) / (750.0 - 350.0), 0.0, 1.0)
-    ac = np.fft.irfft(p, axis=1)[:, :400]
     lo, hi = RATE // 400, RATE // 70
-    lag = lo + np.argmax(ac[:, lo:hi], axis=1)
-    voiced = np.clip(ac[np.arange(n), lag] / np.maximum(ac[:, 0], 1e-12), 0, 1)
+    db = np.empty(n, np.float64)
+    f1 = np.empty(n, np.float64)
+    voiced = np.empty(n, np.float64)
+    lag = np.empty(n, np.int64)
+    p_all = np.empty((n, f.size), np.float32)
+    frames_all = _frames(x, 400, n)  # 25 ms windows (a strided view-sized copy, float32)
+    # Blocks of frames keep the FFT intermediates (complex128, [frames, 1024]) small for long audio.
+    for a in range(0, n, 4096):
+        fr = frames_all[a:a + 4096]
+        fr = fr - fr.mean(axis=1, keepdims=True)
+        db[a:a + len(fr)] = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, axis=1) + 1e-12)
+        p = np.abs(np.fft.rfft(fr * hann, n=1024, axis=1)) ** 2
+        cen = (p[:, band] * f[band]).sum(1) / np.maximum(p[:, band].sum(1), 1e-12)
+        f1[a:a + len(fr)] = np.clip((cen - 350.0) / (750.0 - 350.0), 0.0, 1.0)
+        ac = np.fft.irfft(p, axis=1)[:, :400]
+        lg = lo + np.argmax(ac[:, lo:hi], axis=1)
+        lag[a:a + len(fr)] = lg
+        voiced[a:a + len(fr)] = np.clip(ac[np.arange(len(fr)), lg] / np.maximum(ac[:, 0], 1e-12), 0, 1)
+        p_all[a:a + len(fr)] = p
+    del frames_all
+    p = p_all
     loud_db = db[db > -70]
     if loud_db.size < 3:
         return out
