@@ -236,13 +236,9 @@ def render_image_batch(face: FaceRig, motion: MotionInput, device, model_dir,
 
 def image_batch_bytes(face: FaceRig, motion: MotionInput) -> int:
     """Bytes the IMAGE batch of this clip takes (to warn before a huge render)."""
-    cfg = motion.config
-    if cfg.output == "crop":
-        w = h = cfg.min_resolution
-    else:
-        H, W = face.portrait.image.shape[:2]
-        f = min(1.0, cfg.max_full_side / float(max(H, W)))
-        w, h = int(W * f) // 2 * 2, int(H * f) // 2 * 2
+    from .pipeline import output_size
+
+    w, h = output_size(face.portrait.image.shape, motion.config)
     return motion.track.num_frames * w * h * 3 * 4
 
 
@@ -253,7 +249,7 @@ def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, d
     Only one chunk of frames exists at a time, so memory does not grow with clip length.
     Returns {"path", "frames", "seconds", "width", "height", "fps"}.
     """
-    from .video import Mp4Writer
+    from .pipeline import write_mp4
 
     cfg = motion.config
     crf = cfg.crf if crf is None else int(crf)
@@ -262,10 +258,7 @@ def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, d
         raise SonicInputError(f"Setting 'crf' must be between 0 and 51 (got {crf}).")
     animator = make_animator(face, motion, device, model_dir)
     n = motion.track.num_frames
-    with Mp4Writer(path, animator.width, animator.height, cfg.fps, audio=motion.clip, crf=crf, preset=preset,
-                   encode_ahead=True) as writer:
-        for _, _, frames in iter_frames(animator, motion.track, on_chunk):
-            writer.write(frames)
+    write_mp4(animator, motion.track, motion.clip, path, crf, preset, on_chunk)
     return {"path": os.fspath(path), "frames": n, "seconds": n / float(cfg.fps), "width": animator.width,
             "height": animator.height, "fps": float(cfg.fps)}
 

@@ -2,7 +2,7 @@
 
 Stages talk through the dataclasses in `types.py`:
     load_image -> FaceAnalyzer (Portrait) -> load_audio + analyze_speech (SpeechFeatures)
-    -> loudness_motion (MotionTrack) -> PortraitRenderer (frame chunks) -> Mp4Writer.
+    -> make_motion (MotionTrack) -> PortraitRenderer (frame chunks) -> Mp4Writer.
 Each chunk is rendered on the device and handed to the encoder thread, which
 converts and encodes it while the next chunk renders.
 """
@@ -110,13 +110,21 @@ def prepare_audio(audio, config: GenerateConfig) -> tuple[AudioClip, SpeechFeatu
     return clip, speech
 
 
+def output_size(image_shape: tuple[int, ...], cfg: GenerateConfig) -> tuple[int, int]:
+    """(width, height) of the video: the crop square, or the photo scaled to max_full_side, even."""
+    if cfg.output != "full":
+        return cfg.min_resolution, cfg.min_resolution
+    H, W = image_shape[:2]
+    f = min(1.0, cfg.max_full_side / float(max(H, W)))
+    return max(2, int(W * f) // 2 * 2), max(2, int(H * f) // 2 * 2)
+
+
 class FullFramePaster:
     """Pastes animated crops back into the whole photo with a feathered edge (no seam)."""
 
     def __init__(self, portrait: Portrait, config: GenerateConfig, device: torch.device):
         H, W = portrait.image.shape[:2]
-        f = min(1.0, config.max_full_side / float(max(H, W)))
-        self.width, self.height = max(2, int(W * f) // 2 * 2), max(2, int(H * f) // 2 * 2)
+        self.width, self.height = output_size(portrait.image.shape, config)
         fx, fy = self.width / W, self.height / H
         x0, y0, x1, y1 = portrait.crop_box
         self.x0, self.y0 = int(round(x0 * fx)), int(round(y0 * fy))
@@ -180,8 +188,7 @@ class Animator:
         self.renderer = PortraitRenderer(crop, landmarks, load_face_topology(model_dir), device,
                                          cfg.inference_steps, cfg.seed, upscale)
         self.paster = FullFramePaster(portrait, cfg, device) if cfg.output == "full" else None
-        self.width, self.height = ((self.paster.width, self.paster.height) if self.paster
-                                   else (cfg.min_resolution, cfg.min_resolution))
+        self.width, self.height = output_size(portrait.image.shape, cfg)
         self.batch = cfg.batch_size or auto_batch(cfg.min_resolution, device)
 
     def render(self, track: MotionTrack, start: int, stop: int) -> torch.Tensor:
@@ -195,6 +202,24 @@ class Animator:
             yield s, e, self.render(track, s, e)
 
 
+def write_mp4(animator: Animator, track: MotionTrack, clip: AudioClip, out: str | os.PathLike, crf: int,
+              preset: str, progress: Progress | None = None) -> None:
+    """Stream the clip chunk by chunk into an MP4 with its audio; rendering overlaps encoding.
+
+    Only a chunk of frames exists at a time, so memory does not grow with clip length; the
+    file is written to a temporary name and renamed when complete.
+    """
+    from .video import Mp4Writer
+
+    n = track.num_frames
+    with Mp4Writer(out, animator.width, animator.height, animator.cfg.fps, audio=clip, crf=crf, preset=preset,
+                   encode_ahead=True) as writer:
+        for _, stop, frames in animator.chunks(track):
+            writer.write(frames)
+            if progress is not None:
+                progress(stop, n)
+
+
 def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None = None, *,
              device: str | torch.device | None = None, model_dir: str | os.PathLike | None = None,
              progress: Progress | None = None, analyzer=None, **overrides) -> GenerateResult:
@@ -206,7 +231,6 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     """
     from .face import FaceAnalyzer
     from .models import ensure_face_models
-    from .video import Mp4Writer
 
     cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
     dev = resolve_device(device)
@@ -230,13 +254,7 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
     lap("setup")
     n = track.num_frames
-    with Mp4Writer(out, animator.width, animator.height, cfg.fps, audio=clip, crf=cfg.crf, preset=cfg.preset,
-                   encode_ahead=True) as writer:
-        for _, stop, frames in animator.chunks(track):
-            writer.write(frames)
-            if progress is not None:
-                progress(stop, n)
-        lap("render")
-    lap("encode")
+    write_mp4(animator, track, clip, out, cfg.crf, cfg.preset, progress)
+    lap("render_encode")
     return GenerateResult(path=os.fspath(out), frames=n, seconds=n / cfg.fps, width=animator.width,
                           height=animator.height, fps=cfg.fps, device=str(dev), timings=timings)
