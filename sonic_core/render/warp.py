@@ -119,18 +119,26 @@ def _solve(src: torch.Tensor, bary_aff: torch.Tensor, tris: torch.Tensor, neighb
 
     tid = lookup(px, py) if init_tid is None else init_tid.reshape(-1).clone()
     active = torch.arange(tid.numel(), device=dev)
-    steps, last_count = 0, -1
+    steps = 0
+    last_count = torch.full((B,), tid.numel(), device=dev, dtype=torch.int64)
+    stalled = torch.zeros(B, dtype=torch.bool, device=dev)
     for steps in range(1, max_steps + 1):
         t_a, x_a, y_a, o_a = tid[active], px[active], py[active], frame_off[active]
         l0, l1, l2 = locate(t_a, x_a, y_a, o_a)
         lmin, k = torch.stack([l0, l1, l2], dim=-1).min(dim=-1)
         outside = lmin < -INSIDE_EPS
-        count = int(outside.sum())
-        # Done when every pixel is inside its triangle, or when walking stalls: the
-        # few pixels left sit in folds (overlapping triangles) where no triangle is right.
-        if count == 0 or (steps > JUMPS + 1 and count >= last_count):
-            break
+        # A frame is done when all its pixels are inside their triangles, or when its walk
+        # stalls: the few pixels left sit in folds (overlapping triangles) where no triangle
+        # is right. Decided per frame, so a frame's pixels never depend on which other
+        # frames share its batch (chunked rendering equals one big batch, bit for bit).
+        frame = active // n_pix
+        count = torch.bincount(frame[outside], minlength=B)
+        if steps > JUMPS + 1:
+            stalled |= count >= last_count
         last_count = count
+        outside &= ~stalled[frame]
+        if not bool(outside.any()):
+            break
         active, t_a, k = active[outside], t_a[outside], k[outside]
         if init_tid is None and steps <= JUMPS:
             qx, qy = to_source(t_a, l1[outside], l2[outside])
