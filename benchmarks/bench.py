@@ -1,21 +1,28 @@
-"""Per-stage timings of the engine: 15 s of speech -> MP4 at 512² and 1024².
+"""Speed and scale of the engine, end to end (audio file in -> finished MP4 on disk).
 
-    python benchmarks/bench_engine.py --device cuda --json out.json       # GPU set
-    python benchmarks/bench_engine.py --device cpu --threads 2            # CPU set (CI-sized)
+    python benchmarks/bench.py --set gpu --json gpu.json     # one GPU: stages, encoders, jobs, memory
+    python benchmarks/bench.py --set cpu --json cpu.json     # 2 CPU threads, like CI
 
-Stages are timed warm (models loaded, as inside a running ComfyUI), each alone, then
-the whole pipeline end to end (render and encode overlap there), then a cold
-`python -m sonic_core generate` in a fresh process. Speech: the shipped example,
-repeated to the requested length.
+What it prints:
+* per-stage table for 15 s of speech at 512² and 1024², warm (models loaded, in-process, as
+  inside a running ComfyUI) and cold (a fresh `python -m sonic_core generate` process, model
+  files already cached), with the render stage alone in frames/s;
+* where a cold start spends its time (interpreter + imports, model load, first CUDA work);
+* encoder sweep (GPU set): libx264 instances in parallel x preset, fps and file size;
+* concurrency (GPU set): 1, 2, 4, 8 jobs at once in threads of one process, clips per minute;
+* memory: peak RSS and peak VRAM of a short and a long clip, each in a fresh process.
+The speech is the shipped example repeated to the requested length.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from pathlib import Path
@@ -32,7 +39,9 @@ from sonic_core.config import GenerateConfig  # noqa: E402
 from sonic_core.face import FaceAnalyzer  # noqa: E402
 from sonic_core.models import ensure_face_models  # noqa: E402
 from sonic_core.pipeline import Animator, generate, make_motion, prepare_portrait  # noqa: E402
-from sonic_core.video import Mp4Writer  # noqa: E402
+from sonic_core.video.writer import Mp4Writer, choose_encoder  # noqa: E402
+
+IMAGE = REPO / "assets" / "grace_hopper.jpg"
 
 
 def make_speech(seconds: float, path: Path) -> None:
@@ -56,13 +65,29 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - t
 
 
-def bench(res: int, audio: Path, image: Path, device: torch.device, models_dir, analyzer, tmp: Path) -> dict:
+def cold_run(audio: Path, out: Path, res: int, device: torch.device, models_dir) -> dict:
+    """A fresh process, as a user's first command; its own summary gives the stage split."""
+    env = dict(os.environ, SONIC_MODELS_DIR=str(models_dir))
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sonic_core", "generate", "--image", str(IMAGE), "--audio", str(audio),
+         "--out", str(out), "--min-resolution", str(res), "--device", str(device), "-q"],
+        check=True, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sonic_core.pipeline, sonic_core.face, sonic_core.video, torch"],
+                   check=True, cwd=REPO, env=env, capture_output=True)
+    imports = time.perf_counter() - t
+    return {"end_to_end_cold": wall, "cold_python_and_imports": imports, "cold_summary": proc.stdout.strip()}
+
+
+def bench_stages(res: int, audio: Path, device: torch.device, models_dir, analyzer, tmp: Path) -> dict:
     cfg = GenerateConfig(min_resolution=res).validate()
     row: dict = {"resolution": res}
     clip, row["decode"] = timed(lambda: load_audio(audio), device)
     n = frame_count(clip.duration, cfg.fps)
     speech, row["speech"] = timed(lambda: analyze_speech(clip.mono(), clip.sample_rate, cfg.fps, n), device)
-    (portrait, crop, lm), row["face"] = timed(lambda: prepare_portrait(image, cfg, analyzer), device)
+    (portrait, crop, lm), row["face"] = timed(lambda: prepare_portrait(IMAGE, cfg, analyzer), device)
     track, row["motion"] = timed(lambda: make_motion(speech, cfg), device)
     animator, row["rig_setup"] = timed(lambda: Animator(portrait, crop, lm, cfg, device, models_dir), device)
     animator.render(track, 0, min(animator.batch, n))  # warm-up (kernels, allocator)
@@ -73,10 +98,12 @@ def bench(res: int, audio: Path, image: Path, device: torch.device, models_dir, 
 
     _, row["render"] = timed(render_all, device)
     row["render_fps"] = n / row["render"]
+    codec, workers = choose_encoder(res, res, cfg.encoder, cfg.encode_workers)
+    row["encoder"] = f"{codec} x{workers}"
 
     def encode_all():
         with Mp4Writer(tmp / f"enc_{res}.mp4", res, res, cfg.fps, audio=clip, crf=cfg.crf, preset=cfg.preset,
-                       encode_ahead=True) as w:
+                       codec=codec, workers=workers, encode_ahead=True) as w:
             for c in chunks:
                 w.write(c)
 
@@ -86,7 +113,7 @@ def bench(res: int, audio: Path, image: Path, device: torch.device, models_dir, 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result, row["end_to_end_warm"] = timed(
-        lambda: generate(image, audio, tmp / f"e2e_{res}.mp4", cfg, device=device, model_dir=models_dir,
+        lambda: generate(IMAGE, audio, tmp / f"e2e_{res}.mp4", cfg, device=device, model_dir=models_dir,
                          analyzer=analyzer), device)
     row["e2e_stages"] = {k: round(v, 3) for k, v in result.timings.items()}
     if device.type == "cuda":
@@ -94,49 +121,160 @@ def bench(res: int, audio: Path, image: Path, device: torch.device, models_dir, 
     row["frames"] = n
     row["audio_s"] = clip.duration
     row["realtime_factor"] = clip.duration / row["end_to_end_warm"]
-    t = time.perf_counter()
-    env = dict(os.environ, SONIC_MODELS_DIR=str(models_dir))
-    cmd = [sys.executable, "-m", "sonic_core", "generate", "--image", str(image), "--audio", str(audio),
-           "--out", str(tmp / f"cold_{res}.mp4"), "--min-resolution", str(res), "--device", str(device), "-q"]
-    subprocess.run(cmd, check=True, cwd=REPO, env=env, capture_output=True)
-    row["end_to_end_cold"] = time.perf_counter() - t
+    row.update(cold_run(audio, tmp / f"cold_{res}.mp4", res, device, models_dir))
     return row
 
 
+def bench_encoders(res: int, audio: Path, device: torch.device, models_dir, analyzer, tmp: Path,
+                   workers_list, presets) -> list[dict]:
+    """Encode the same rendered frames with each (parallel instances, preset): fps and MB."""
+    cfg = GenerateConfig(min_resolution=res).validate()
+    clip = load_audio(audio)
+    n = frame_count(clip.duration, cfg.fps)
+    speech = analyze_speech(clip.mono(), clip.sample_rate, cfg.fps, n)
+    portrait, crop, lm = prepare_portrait(IMAGE, cfg, analyzer)
+    animator = Animator(portrait, crop, lm, cfg, device, models_dir)
+    chunks = [frames for _, _, frames in animator.chunks(make_motion(speech, cfg))]
+    rows = []
+    for preset in presets:
+        for workers in workers_list:
+            out = tmp / f"sweep_{preset}_{workers}.mp4"
+            _, dt = timed(lambda: _encode(out, res, cfg.fps, clip, chunks, preset, workers), device)
+            rows.append({"preset": preset, "workers": workers, "fps": n / dt, "seconds": dt,
+                         "mb": out.stat().st_size / 1e6})
+            out.unlink()
+    return rows
+
+
+def _encode(out, res, fps, clip, chunks, preset, workers):
+    with Mp4Writer(out, res, res, fps, audio=clip, crf=18, preset=preset, workers=workers, encode_ahead=True) as w:
+        for c in chunks:
+            w.write(c)
+
+
+def bench_concurrency(res: int, audio: Path, device: torch.device, models_dir, analyzer, tmp: Path,
+                      jobs_list) -> list[dict]:
+    """N generate() calls at once in threads of one process (a server taking several requests)."""
+    cfg = GenerateConfig(min_resolution=res).validate()
+    rows = []
+    for jobs in jobs_list:
+        errors: list[BaseException] = []
+
+        def job(k: int):
+            try:
+                generate(IMAGE, audio, tmp / f"job{jobs}_{k}.mp4", cfg, device=device, model_dir=models_dir,
+                         analyzer=analyzer)
+            except BaseException as e:  # reported in the table, not swallowed
+                errors.append(e)
+
+        threads = [threading.Thread(target=job, args=(k,)) for k in range(jobs)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        dt = time.perf_counter() - t
+        rows.append({"jobs": jobs, "wall_s": dt, "clips_per_min": 60.0 * jobs / dt, "errors": [repr(e) for e in errors]})
+    return rows
+
+
+def memory_child(seconds: float, res: int, device: str, models_dir: str, out: str) -> None:
+    """Runs in a fresh process: one clip, then prints peak RSS / VRAM as JSON."""
+    with tempfile.TemporaryDirectory() as d:
+        audio = Path(d) / "speech.wav"
+        make_speech(seconds, audio)
+        t = time.perf_counter()
+        generate(IMAGE, audio, out, GenerateConfig(min_resolution=res), device=device, model_dir=models_dir)
+        wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB -> GB
+    vram = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else 0.0
+    print(json.dumps({"seconds": seconds, "resolution": res, "peak_rss_gb": rss, "peak_vram_gb": vram, "wall_s": wall}))
+
+
+def bench_memory(durations, res: int, device: torch.device, models_dir, tmp: Path) -> list[dict]:
+    rows = []
+    for s in durations:
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", str(s), str(res), str(device),
+                               str(models_dir), str(tmp / f"mem_{s}.mp4")],
+                              check=True, capture_output=True, text=True, cwd=REPO)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="auto")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", choices=["gpu", "cpu"], default="gpu")
     ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--resolutions", type=int, nargs="+", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (cpu set: 2)")
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "encoders", "jobs", "memory"])
+    ap.add_argument("--memory-seconds", type=float, nargs="+", default=[60.0, 600.0])
+    ap.add_argument("--memory-child", nargs=5, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    if args.memory_child:
+        s, res, dev, md, out = args.memory_child
+        if dev == "cpu":
+            torch.set_num_threads(int(os.environ.get("SONIC_BENCH_THREADS", "2")))
+        memory_child(float(s), int(res), dev, md, out)
+        return
+    gpu = args.set == "gpu"
+    device = torch.device("cuda" if gpu else "cpu")
+    threads = args.threads or (0 if gpu else 2)
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ["SONIC_BENCH_THREADS"] = str(threads)
+    resolutions = args.resolutions or [512, 1024]
     models_dir = ensure_face_models(args.models_dir).parent
     analyzer = FaceAnalyzer(model_dir=models_dir, device=device)
-    image = REPO / "assets" / "grace_hopper.jpg"
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} torch threads"
+    report: dict = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count(), "seconds": args.seconds}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        audio = tmp / "speech15.wav"
+        audio = tmp / "speech.wav"
         make_speech(args.seconds, audio)
-        prepare_portrait(image, GenerateConfig(min_resolution=256).validate(), analyzer)  # warm the face models
-        rows = [bench(r, audio, image, device, models_dir, analyzer, tmp) for r in args.resolutions]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
-    print(f"\nSonic engine, {args.seconds:g} s of speech, 25 fps, device: {name}, torch {torch.__version__}")
-    keys = ["decode", "speech", "face", "motion", "rig_setup", "render", "encode_mux", "end_to_end_warm", "end_to_end_cold"]
-    print(f"{'stage (s)':<18}" + "".join(f"{r['resolution']:>10}²" for r in rows))
-    for k in keys:
-        print(f"{k:<18}" + "".join(f"{r[k]:>11.3f}" for r in rows))
-    for k in ("render_fps", "encode_fps", "realtime_factor"):
-        print(f"{k:<18}" + "".join(f"{r[k]:>11.1f}" for r in rows))
-    if device.type == "cuda":
-        print(f"{'peak_vram_gb':<18}" + "".join(f"{r['peak_vram_gb']:>11.2f}" for r in rows))
+        prepare_portrait(IMAGE, GenerateConfig(min_resolution=256).validate(), analyzer)  # warm the face models
+        if "stages" not in args.skip:
+            report["stages"] = [bench_stages(r, audio, device, models_dir, analyzer, tmp) for r in resolutions]
+            print_stages(report)
+        if gpu and "encoders" not in args.skip:
+            report["encoders"] = bench_encoders(max(resolutions), audio, device, models_dir, analyzer, tmp,
+                                                [1, 2, 4, 8], ["veryfast", "superfast", "ultrafast"])
+            print(f"\nencoder sweep at {max(resolutions)}² ({args.seconds:g} s):")
+            for r in report["encoders"]:
+                print(f"  libx264 {r['preset']:<10} x{r['workers']}: {r['fps']:7.1f} fps  {r['mb']:6.2f} MB")
+        if gpu and "jobs" not in args.skip:
+            report["jobs"] = bench_concurrency(max(resolutions), audio, device, models_dir, analyzer, tmp, [1, 2, 4, 8])
+            print(f"\nconcurrent jobs at {max(resolutions)}² ({args.seconds:g} s each):")
+            for r in report["jobs"]:
+                print(f"  {r['jobs']} jobs: {r['wall_s']:6.2f} s  {r['clips_per_min']:6.1f} clips/min  errors: {r['errors'] or 'none'}")
+        if "memory" not in args.skip:
+            res = max(resolutions)
+            report["memory"] = bench_memory(args.memory_seconds, res, device, models_dir, tmp)
+            print(f"\nmemory at {res}² (fresh process per clip):")
+            for r in report["memory"]:
+                print(f"  {r['seconds']:6.0f} s audio: peak RSS {r['peak_rss_gb']:.2f} GB, peak VRAM "
+                      f"{r['peak_vram_gb']:.2f} GB, {r['wall_s']:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def print_stages(report: dict) -> None:
+    rows = report["stages"]
+    print(f"\nSonic engine, {report['seconds']:g} s of speech, 25 fps, device: {report['device']}, torch {report['torch']}")
+    print(f"{'stage (s)':<24}" + "".join(f"{r['resolution']:>10}²" for r in rows))
+    for k in ["decode", "speech", "face", "motion", "rig_setup", "render", "encode_mux", "end_to_end_warm",
+              "end_to_end_cold", "cold_python_and_imports"]:
+        print(f"{k:<24}" + "".join(f"{r[k]:>11.3f}" for r in rows))
+    for k in ("render_fps", "encode_fps", "realtime_factor"):
+        print(f"{k:<24}" + "".join(f"{r[k]:>11.1f}" for r in rows))
+    print(f"{'encoder':<24}" + "".join(f"{r['encoder']:>11}" for r in rows))
+    if "peak_vram_gb" in rows[0]:
+        print(f"{'peak_vram_gb':<24}" + "".join(f"{r['peak_vram_gb']:>11.2f}" for r in rows))
+    for r in rows:
+        print(f"warm e2e stages {r['resolution']}²: {r['e2e_stages']}")
+        print(f"cold {r['resolution']}²: {r['cold_summary']}")
 
 
 if __name__ == "__main__":

@@ -151,3 +151,30 @@ def config_docs() -> dict[str, str]:
     from sonic_core.config import GenerateConfig
 
     return GenerateConfig.field_docs()
+
+
+# ---------------------------------------------------------------- speech models (models/audio_encoders)
+SPEECH_MODEL_FOLDER = "audio_encoders"
+
+
+def speech_model_choices() -> list[str]:
+    """'none' + the .safetensors files of ComfyUI's models/audio_encoders (Hugging Face folders
+    inside it show up as their model.safetensors). Cheap: a directory listing."""
+    fp = _folder_paths()
+    names = []
+    if fp is not None and SPEECH_MODEL_FOLDER in fp.folder_names_and_paths:
+        names = [n for n in fp.get_filename_list(SPEECH_MODEL_FOLDER) if n.lower().endswith(".safetensors")]
+    return ["none", *sorted(names)]
+
+
+def speech_model_path(name: str) -> str | None:
+    """Path to load for a combo choice: the Hugging Face folder when the file sits beside a
+    config.json (its vocab.json and settings come with it), else the file itself."""
+    if not name or name == "none":
+        return None
+    fp = _folder_paths()
+    if fp is None:
+        return name
+    full = Path(fp.get_full_path_or_raise(SPEECH_MODEL_FOLDER, name))
+    return str(full.parent if (full.parent / "config.json").is_file() else full)
+

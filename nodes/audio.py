@@ -22,12 +22,27 @@ class SonicTH_AudioPreData:
                                               "value trims the audio, a longer one pads it with silence."}),
             "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
                               "tooltip": rt.config_docs().get("fps", "Frames per second of the video.")}),
+        }, "optional": {
+            "speech_features": (["builtin", "wav2vec2", "hubert"], {
+                "default": "builtin", "tooltip": rt.config_docs().get("speech_features", "")}),
+            "speech_model": (rt.speech_model_choices(), {
+                "default": "none",
+                "tooltip": "Checkpoint in models/audio_encoders for speech_features wav2vec2/hubert: a single "
+                           ".safetensors, or a Hugging Face folder's model.safetensors (its config.json and "
+                           "vocab.json are read from the same folder). Visemes need a CTC fine-tune."}),
+            "audio_encoder_output": ("AUDIO_ENCODER_OUTPUT", {
+                "tooltip": "Optional: core Audio Encoder Encode's output for this audio. It has no CTC head, so "
+                           "its hidden states are attached as per-frame features and the built-in recogniser "
+                           "still shapes the mouth."}),
         }}
 
     @rt.user_errors
-    def analyze(self, audio, duration=0.0, fps=25.0):
+    def analyze(self, audio, duration=0.0, fps=25.0, speech_features="builtin", speech_model="none",
+                audio_encoder_output=None):
         from sonic_core.comfy_io import prepare_speech
 
-        sp = prepare_speech(audio, fps=fps, duration=duration or None)
+        sp = prepare_speech(audio, fps=fps, duration=duration or None, speech_features=speech_features,
+                            speech_model=rt.speech_model_path(speech_model), encoder_output=audio_encoder_output,
+                            device=rt.device())
         rt.log.info("Sonic Audio PreData: %d frames, %.2f s at %g fps", sp.frames, sp.seconds, float(fps))
         return (sp, sp.frames, sp.seconds)

@@ -61,10 +61,13 @@ class SonicTH_SaveMP4:
                                                       "added (sonic/Sonic_00001_.mp4)."}),
             "crf": ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": rt.config_docs().get("crf", "")}),
             "preset": (PRESETS, {"default": "veryfast", "tooltip": rt.config_docs().get("preset", "")}),
+        }, "optional": {
+            "encoder": (["auto", "libx264", "h264_nvenc"], {"default": "auto",
+                                                            "tooltip": rt.config_docs().get("encoder", "")}),
         }}
 
     @rt.user_errors
-    def save(self, face, motion, filename_prefix="sonic/Sonic", crf=18, preset="veryfast"):
+    def save(self, face, motion, filename_prefix="sonic/Sonic", crf=18, preset="veryfast", encoder="auto"):
         import folder_paths
 
         from sonic_core.comfy_io import render_to_mp4
@@ -76,7 +79,7 @@ class SonicTH_SaveMP4:
         path = os.path.join(folder, file)
         n = motion.track.num_frames
         info = render_to_mp4(face, motion, path, rt.device(), rt.models_dir(), crf=crf, preset=preset,
-                             on_chunk=rt.chunk_hook(n))
+                             on_chunk=rt.chunk_hook(n), encoder=encoder)
         rt.log.info("Sonic Save MP4: %s (%d frames, %.2f s, %dx%d)", path, info["frames"], info["seconds"],
                     info["width"], info["height"])
         return {"ui": {"images": [{"filename": file, "subfolder": subfolder, "type": "output"}],

@@ -50,7 +50,12 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-blinks", action="store_true", help="Keep the eyes open.")
     p.add_argument("--crf", type=int, default=d.crf, help=docs["crf"])
     p.add_argument("--preset", default=d.preset, help=docs["preset"])
+    p.add_argument("--encoder", choices=["auto", "libx264", "h264_nvenc"], default=d.encoder, help=docs["encoder"])
+    p.add_argument("--encode-workers", type=int, default=d.encode_workers, help=docs["encode_workers"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=docs["batch_size"])
+    p.add_argument("--speech-features", choices=["builtin", "wav2vec2", "hubert"], default=d.speech_features,
+                   help=docs["speech_features"])
+    p.add_argument("--speech-model", default=None, metavar="PATH", help=docs["speech_model"])
     p.add_argument("--motion-model", choices=["phonetic", "loudness"], default=d.motion_model, help=docs["motion_model"])
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--models-dir", default=None, help="Model cache folder (default: $SONIC_MODELS_DIR or ~/.cache/sonic_core/models).")
@@ -63,7 +68,8 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
         inference_steps=args.inference_steps, dynamic_scale=args.dynamic_scale, motion_scale=args.motion_scale,
         fps=args.fps, seed=args.seed, output=args.output, max_full_side=args.max_full_side,
         face_index=args.face_index, blinks=not args.no_blinks, crf=args.crf, preset=args.preset,
-        batch_size=args.batch_size, motion_model=args.motion_model)
+        batch_size=args.batch_size, motion_model=args.motion_model, encoder=args.encoder,
+        encode_workers=args.encode_workers, speech_features=args.speech_features, speech_model=args.speech_model)
 
 
 def _run(image, audio, out, args) -> int:

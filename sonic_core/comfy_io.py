@@ -136,7 +136,7 @@ def make_config(**settings) -> GenerateConfig:
     if unknown:
         raise SonicInputError(f"Unknown Sonic setting(s): {', '.join(unknown)}.")
     for k, v in settings.items():
-        if v is None and k != "duration":
+        if v is None and k not in ("duration", "speech_model"):
             raise SonicInputError(f"Setting '{k}' is not set; give it a value.")
     return GenerateConfig(**settings).validate()
 
@@ -170,16 +170,31 @@ def face_preview(rig: FaceRig, max_side: int = 1024) -> np.ndarray:
     return np.asarray(img)
 
 
-def prepare_speech(audio, fps: float, duration: float | None = None) -> SpeechInput:
-    """AUDIO (or anything sonic_core.audio.load_audio takes) -> SpeechInput; duration None/0 = whole audio."""
+def prepare_speech(audio, fps: float, duration: float | None = None, speech_features: str = "builtin",
+                   speech_model: str | None = None, encoder_output: dict | None = None, device=None) -> SpeechInput:
+    """AUDIO (or anything sonic_core.audio.load_audio takes) -> SpeechInput; duration None/0 = whole audio.
+
+    speech_features/speech_model: a Wav2Vec2/HuBERT CTC checkpoint for the visemes (see
+    GenerateConfig); encoder_output: ComfyUI's AUDIO_ENCODER_OUTPUT for this audio (hidden
+    states only: attached as per-frame features, the built-in recogniser keeps the mouth).
+    """
     from .pipeline import prepare_audio
 
     if isinstance(audio, (AudioClip, str, os.PathLike, bytes)):
         clip = audio
     else:
         clip = audio_to_clip(audio)
-    cfg = make_config(fps=float(fps), duration=(float(duration) if duration else None))
-    clip, speech = prepare_audio(clip, cfg)
+    cfg = make_config(fps=float(fps), duration=(float(duration) if duration else None),
+                      speech_features=speech_features, speech_model=speech_model)
+    model_output = None
+    if encoder_output is not None:
+        from .speech_models import from_comfy_encoder_output
+
+        model_output = from_comfy_encoder_output(encoder_output)
+        if speech_features != "builtin":
+            raise SonicInputError("Give either a speech_model or an audio_encoder_output to Sonic Audio PreData, "
+                                  "not both.")
+    clip, speech = prepare_audio(clip, cfg, device, speech_model_output=model_output)
     return SpeechInput(clip=clip, speech=speech)
 
 
@@ -243,7 +258,8 @@ def image_batch_bytes(face: FaceRig, motion: MotionInput) -> int:
 
 
 def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, device, model_dir,
-                  crf: int | None = None, preset: str | None = None, on_chunk: ChunkHook | None = None) -> dict:
+                  crf: int | None = None, preset: str | None = None, on_chunk: ChunkHook | None = None,
+                  encoder: str | None = None) -> dict:
     """Stream the clip chunk by chunk into an MP4 with its audio (atomic: temp file + rename).
 
     Only one chunk of frames exists at a time, so memory does not grow with clip length.
@@ -258,7 +274,7 @@ def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, d
         raise SonicInputError(f"Setting 'crf' must be between 0 and 51 (got {crf}).")
     animator = make_animator(face, motion, device, model_dir)
     n = motion.track.num_frames
-    write_mp4(animator, motion.track, motion.clip, path, crf, preset, on_chunk)
+    write_mp4(animator, motion.track, motion.clip, path, crf, preset, on_chunk, encoder)
     return {"path": os.fspath(path), "frames": n, "seconds": n / float(cfg.fps), "width": animator.width,
             "height": animator.height, "fps": float(cfg.fps)}
 

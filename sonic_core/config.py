@@ -41,9 +41,17 @@ class GenerateConfig:
     crf: int = 18
     """H.264 quality (lower = better, larger files)."""
     preset: str = "veryfast"
-    """x264 speed preset."""
+    """x264 speed preset (NVENC: p1-p7, other names map to p4)."""
+    encoder: str = "auto"
+    """'auto': NVENC on cards that have it, else libx264 in parallel segments; or force 'libx264' / 'h264_nvenc'."""
+    encode_workers: int = 0
+    """Parallel x264 instances, each encoding its own segment of the video; 0 = automatic (1 on small CPUs, up to 8 on big ones)."""
     batch_size: int = 0
     """Frames rendered per chunk; 0 = automatic (by resolution and device)."""
+    speech_features: str = "builtin"
+    """'builtin': pocketsphinx phones + acoustics, no download (default). 'wav2vec2' / 'hubert': visemes from your own CTC checkpoint (speech_model), e.g. a phoneme fine-tune for non-English speech."""
+    speech_model: str | None = None
+    """Wav2Vec2/HuBERT checkpoint for speech_features 'wav2vec2'/'hubert': a Hugging Face folder (config.json + model.safetensors, vocab.json) or one .safetensors file (ComfyUI models/audio_encoders)."""
     motion_model: str = "phonetic"
     """'phonetic': lip shapes from recognised phones + acoustics, prosody-driven head (default). 'loudness': the first model, mouth opening from loudness only."""
 
@@ -75,8 +83,26 @@ class GenerateConfig:
             raise bad("crf", f"must be between 0 and 51 (got {self.crf})")
         if int(self.batch_size) < 0:
             raise bad("batch_size", f"must be 0 (automatic) or a positive number of frames (got {self.batch_size})")
+        if self.encoder not in ("auto", "libx264", "h264_nvenc"):
+            raise bad("encoder", f"must be 'auto', 'libx264' or 'h264_nvenc' (got {self.encoder!r})")
+        if not (0 <= int(self.encode_workers) <= 64):
+            raise bad("encode_workers", f"must be 0 (automatic) or 1-64 (got {self.encode_workers})")
         if self.motion_model not in ("phonetic", "loudness"):
             raise bad("motion_model", f"must be 'phonetic' or 'loudness' (got {self.motion_model!r})")
+        if self.speech_features not in ("builtin", "wav2vec2", "hubert"):
+            raise bad("speech_features", f"must be 'builtin', 'wav2vec2' or 'hubert' (got {self.speech_features!r})")
+        if self.speech_model in ("", "none"):
+            self.speech_model = None
+        if self.speech_features != "builtin":
+            if self.speech_model is None:
+                raise bad("speech_model", f"is needed with speech_features '{self.speech_features}': give the path of "
+                          "a Hugging Face model folder or a .safetensors file")
+            if self.motion_model != "phonetic":
+                raise bad("speech_features", f"'{self.speech_features}' drives the phonetic motion model's visemes; "
+                          "use motion_model 'phonetic' (or speech_features 'builtin' with 'loudness')")
+        elif self.speech_model is not None:
+            raise bad("speech_model", "is only read with speech_features 'wav2vec2' or 'hubert'; set speech_features "
+                      "to the model's kind, or leave speech_model empty")
         self.min_resolution = int(self.min_resolution) // 2 * 2
         self.max_full_side = int(self.max_full_side) // 2 * 2
         self.inference_steps = int(self.inference_steps)

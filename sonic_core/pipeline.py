@@ -103,10 +103,33 @@ def prepare_portrait(image, config: GenerateConfig, analyzer) -> tuple[Portrait,
     return portrait, crop, lm
 
 
-def prepare_audio(audio, config: GenerateConfig) -> tuple[AudioClip, SpeechFeatures]:
+def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | None = None,
+                  speech_model_output=None) -> tuple[AudioClip, SpeechFeatures]:
+    """Decode + per-frame speech features.
+
+    With speech_features 'wav2vec2'/'hubert' the user's checkpoint (on `device`) gives the
+    visemes; `speech_model_output` (a SpeechModelOutput, e.g. from ComfyUI's audio encoder)
+    is used instead of running one. Otherwise, for the phonetic model, phone recognition
+    starts here in child processes (speech.extra["phone_job"]) and `make_motion` collects it.
+    """
     clip = fit_duration(load_audio(audio), config.duration)
     n = frame_count(clip.duration, config.fps)
     speech = analyze_speech(clip.mono(), clip.sample_rate, config.fps, n)
+    if config.motion_model != "phonetic":
+        return clip, speech
+    if speech_model_output is None and config.speech_features != "builtin":
+        from .speech_models.apply import run
+
+        speech_model_output = run(config.speech_model, config.speech_features, speech.extra["audio_16k"],
+                                  resolve_device(device))
+    if speech_model_output is not None:
+        from .speech_models.apply import attach
+
+        if attach(speech, speech_model_output) is None:
+            return clip, speech  # the model's visemes replace the built-in recogniser
+    from .audio.phonemes import PhoneJob
+
+    speech.extra["phone_job"] = PhoneJob(speech.extra["audio_16k"])
     return clip, speech
 
 
@@ -163,11 +186,15 @@ def auto_batch(size: int, device: torch.device) -> int:
 def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
     """The motion model with the user's settings (one place, so CLI, library and nodes agree)."""
     if getattr(cfg, "motion_model", "phonetic") == "loudness" or "audio_16k" not in speech.extra:
+        if "viseme_segments" in speech.extra:
+            raise SonicInputError("The speech model's visemes drive the phonetic motion model; set motion_model to "
+                                  "'phonetic', or analyse the audio without a speech model.")
         return loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
     from .motion import phonetic_motion
 
     return phonetic_motion(speech.extra["audio_16k"], 16000, speech, dynamic_scale=cfg.dynamic_scale,
-                           motion_scale=cfg.motion_scale, seed=cfg.seed, blinks=cfg.blinks)
+                           motion_scale=cfg.motion_scale, seed=cfg.seed, blinks=cfg.blinks,
+                           phone_job=speech.extra.get("phone_job"), segments=speech.extra.get("viseme_segments"))
 
 
 class Animator:
@@ -203,17 +230,19 @@ class Animator:
 
 
 def write_mp4(animator: Animator, track: MotionTrack, clip: AudioClip, out: str | os.PathLike, crf: int,
-              preset: str, progress: Progress | None = None) -> None:
+              preset: str, progress: Progress | None = None, encoder: str | None = None) -> None:
     """Stream the clip chunk by chunk into an MP4 with its audio; rendering overlaps encoding.
 
     Only a chunk of frames exists at a time, so memory does not grow with clip length; the
     file is written to a temporary name and renamed when complete.
     """
-    from .video import Mp4Writer
+    from .video.writer import Mp4Writer, choose_encoder
 
     n = track.num_frames
-    with Mp4Writer(out, animator.width, animator.height, animator.cfg.fps, audio=clip, crf=crf, preset=preset,
-                   encode_ahead=True) as writer:
+    cfg = animator.cfg
+    codec, workers = choose_encoder(animator.width, animator.height, encoder or cfg.encoder, cfg.encode_workers)
+    with Mp4Writer(out, animator.width, animator.height, cfg.fps, audio=clip, crf=crf, preset=preset,
+                   codec=codec, workers=workers, encode_ahead=True) as writer:
         for _, stop, frames in animator.chunks(track):
             writer.write(frames)
             if progress is not None:
@@ -243,16 +272,16 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
         timings[name] = timings.get(name, 0.0) + now - t
         t = now
 
-    clip, speech = prepare_audio(audio, cfg)
+    clip, speech = prepare_audio(audio, cfg, dev)
     lap("audio")
     ensure_face_models(model_dir)
     analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
     portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
     lap("face")
+    animator = Animator(portrait, crop, lm, cfg, dev, model_dir)  # while phones decode in child processes
+    lap("setup")
     track = make_motion(speech, cfg)
     lap("motion")
-    animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
-    lap("setup")
     n = track.num_frames
     write_mp4(animator, track, clip, out, cfg.crf, cfg.preset, progress)
     lap("render_encode")

@@ -62,7 +62,8 @@ class AudioClip:
         return self.samples.shape[1] / float(self.sample_rate)
 
     def mono(self) -> np.ndarray:
-        return self.samples.mean(axis=0)
+        """One channel: the samples themselves for mono audio (no copy), else the channel mean."""
+        return self.samples[0] if self.samples.shape[0] == 1 else self.samples.mean(axis=0)
 
 
 @dataclass

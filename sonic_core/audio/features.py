@@ -40,14 +40,34 @@ def _voicing(windows: np.ndarray, sr: int) -> np.ndarray:
     return np.clip(peak / np.maximum(ac[:, 0], 1e-12), 0.0, 1.0).astype(np.float32)
 
 
-def resample_mono(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Band-limited polyphase resampling of one channel (analysis only; the MP4 keeps the original audio)."""
+def resample_mono(x: np.ndarray, src_rate: int, dst_rate: int, block_s: float = 20.0) -> np.ndarray:
+    """Band-limited polyphase resampling of one channel (analysis only; the MP4 keeps the original audio).
+
+    Long audio is resampled in blocks of about `block_s` seconds, each with a margin wider
+    than the filter on both sides (so every output sample sees the same input as in one
+    pass): scipy works in float64 on whole arrays, which for 10 minutes at 48 kHz is
+    hundreds of MB of temporaries.
+    """
     from math import gcd
 
     from scipy.signal import resample_poly
 
+    x = np.asarray(x, np.float32)
     g = gcd(int(src_rate), int(dst_rate))
-    return resample_poly(np.asarray(x, np.float32), dst_rate // g, src_rate // g).astype(np.float32)
+    up, down = dst_rate // g, src_rate // g
+    step = max(1, int(block_s * src_rate) // down) * down  # input samples per block: whole output samples
+    if x.size <= 2 * step:
+        return resample_poly(x, up, down).astype(np.float32)
+    margin = -(-(12 * max(up, down) // up + 64) // down) * down  # > scipy's filter half-length, in input samples
+    n_out = -(-x.size * up // down)
+    out = np.empty(n_out, np.float32)
+    for a in range(0, x.size, step):
+        lo, hi = max(0, a - margin), min(x.size, a + step + margin)
+        y = resample_poly(x[lo:hi], up, down)
+        o0 = (a - lo) * up // down
+        k = min(step * up // down, n_out - a * up // down)
+        out[a * up // down: a * up // down + k] = y[o0: o0 + k]
+    return out
 
 
 def analyze_speech(mono: np.ndarray, sample_rate: int, fps: float, num_frames: int | None = None,
@@ -66,10 +86,10 @@ def analyze_speech(mono: np.ndarray, sample_rate: int, fps: float, num_frames: i
     centres_all = np.round((np.arange(n) + 0.5) / fps * sample_rate).astype(np.int64)
     rms = np.empty(n, np.float32)
     voiced = np.empty(n, np.float32)
-    for s in range(0, n, 2048):
-        wins = _frame_windows(mono, centres_all[s : s + 2048], win)
-        rms[s : s + 2048] = np.sqrt(np.mean(wins.astype(np.float64) ** 2, axis=1))
-        voiced[s : s + 2048] = _voicing(wins, sample_rate)
+    for s in range(0, n, 512):  # 512 frames: FFT temporaries stay ~25 MB for any length
+        wins = _frame_windows(mono, centres_all[s : s + 512], win)
+        rms[s : s + 512] = np.sqrt(np.mean(wins.astype(np.float64) ** 2, axis=1))
+        voiced[s : s + 512] = _voicing(wins, sample_rate)
     db = 20.0 * np.log10(np.maximum(rms, 1e-7))
     loud = db[db > -70.0]
     if loud.size < max(3, int(0.02 * n)):

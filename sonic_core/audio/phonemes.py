@@ -11,11 +11,17 @@ motion model falls back to signal features only.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import _phone_worker
 
 RATE = 16000
 log = logging.getLogger(__name__)
@@ -38,35 +44,15 @@ def available() -> bool:
     return True
 
 
-def _decoder():
-    """A fresh decoder per call (~0.1 s): its live cepstral-mean estimate would otherwise carry
-    over from the previous audio and make results depend on what was decoded before."""
-    from pocketsphinx import Decoder, get_model_path
-
-    mp = get_model_path("en-us")
-    return Decoder(hmm=os.path.join(mp, "en-us"), allphone=os.path.join(mp, "en-us-phone.lm.bin"),
-                   lw=2.0, pip=0.5, beam=1e-40, pbeam=1e-40, samprate=RATE, loglevel="FATAL")
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def recognize_phones(mono16k: np.ndarray, chunk_s: float = 30.0) -> list[PhoneSegment] | None:
-    """Phone segments of 16 kHz mono audio (float in [-1, 1]); None when pocketsphinx is missing.
-
-    Long audio is decoded in chunks of `chunk_s` seconds (cut at the quietest 10 ms near each
-    boundary), so memory stays flat and a decoding search never spans minutes.
-    """
-    if not available():
-        return None
-    x = np.asarray(mono16k, np.float32)
-    if x.size == 0:
-        return []
-    peak = float(np.max(np.abs(x)))
-    if peak < 1e-5:
-        return [PhoneSegment("SIL", 0.0, x.size / RATE)]
-    # Normalise level (the acoustic model's features are cepstral-mean normalised, but a
-    # clipped or very quiet int16 input still hurts).
-    x = x * (0.7 / peak)
+def _cut_points(x: np.ndarray, piece_s: float) -> list[int]:
+    """Sample indices that split `x` into pieces of about `piece_s`, each cut at the quietest
+    10 ms within 1 s of the nominal boundary (between words, not inside a phone)."""
     cuts = [0]
-    step = int(chunk_s * RATE)
+    step = int(piece_s * RATE)
     hop = RATE // FRAME_RATE
     while cuts[-1] + step < x.size - RATE:
         a = cuts[-1] + step - RATE
@@ -74,27 +60,114 @@ def recognize_phones(mono16k: np.ndarray, chunk_s: float = 30.0) -> list[PhoneSe
         e = np.convolve(seg ** 2, np.ones(hop), mode="valid")[::hop]
         cuts.append(a + int(np.argmin(e)) * hop)
     cuts.append(x.size)
-    try:
-        dec = _decoder()
-    except RuntimeError as e:  # installed but unusable (e.g. its model files are missing)
-        log.warning("pocketsphinx could not start (%s); mouth shapes fall back to acoustic cues", e)
-        return None
-    out: list[PhoneSegment] = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        pcm = (np.clip(x[a:b], -1, 1) * 32767).astype(np.int16).tobytes()
-        dec.start_utt()
-        dec.process_raw(pcm, full_utt=True)
-        dec.end_utt()
-        t0 = a / RATE
-        for s in dec.seg():
-            name = s.word.upper().rstrip("012")
-            if name in ("<S>", "</S>", "<SIL>", "SIL", "+NSN+", "+SPN+", "+BREATH+", "+COUGH+", "+NOISE+", "+UM+", "+UH+"):
-                name = "SIL" if name in ("<S>", "</S>", "<SIL>", "SIL", "+BREATH+", "+NSN+") else "NOISE"
-            start = t0 + s.start_frame / FRAME_RATE
-            end = t0 + (s.end_frame + 1) / FRAME_RATE
-            try:
-                prob = float(dec.get_logmath().exp(s.prob))
-            except Exception:
-                prob = 1.0
-            out.append(PhoneSegment(name, start, min(end, b / RATE), prob))
+    return cuts
+
+
+def _decode_in_child(pcm: bytes) -> list[tuple[str, int, int, float]]:
+    """Decode in a fresh `python _phone_worker.py` (own process: no GIL shared with the engine)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-u", _WORKER], input=pcm, capture_output=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.decode(errors="replace").strip()[-300:] or f"exit code {proc.returncode}")
+    out = []
+    for line in proc.stdout.decode().splitlines():
+        word, a, b, p = line.split()
+        out.append((word, int(a), int(b), float(p)))
     return out
+
+
+class PhoneJob:
+    """Phone recognition started now, collected later with `result()`.
+
+    The audio is cut into pieces (at quiet points) that child processes decode at once, on
+    up to `workers` cores (0 = all, at most 8), while the caller goes on with face detection
+    and renderer setup. Pieces are `piece_s` long or shorter so all workers get work, but at
+    least `min_piece_s` (the recogniser's cepstral-mean estimate needs a few seconds of
+    speech). Where a child cannot run (no usable interpreter, a sandbox), pieces are
+    decoded in this process instead: same decoder, same result, just not in parallel.
+    """
+
+    def __init__(self, mono16k: np.ndarray, workers: int = 0, piece_s: float = 30.0, min_piece_s: float = 4.0,
+                 in_process: bool = False):
+        self._result: list[PhoneSegment] | None = None
+        self._futures = []
+        self._pool = None
+        self._pieces: list[tuple[int, int]] = []
+        if not available():
+            self._result = None
+            self._done = True
+            return
+        self._done = False
+        x = np.asarray(mono16k, np.float32)
+        self._n = x.size
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if x.size == 0 or peak < 1e-5:
+            self._result = [PhoneSegment("SIL", 0.0, x.size / RATE)] if x.size else []
+            self._done = True
+            return
+        # Normalise level (the acoustic model's features are cepstral-mean normalised, but a
+        # clipped or very quiet int16 input still hurts). Each piece is converted to PCM only
+        # when its decoder starts, so no whole-clip copy is held.
+        self._x, self._gain = x, 0.7 / peak
+        workers = int(workers) or min(8, _cpus())
+        piece = float(np.clip(x.size / RATE / workers, min_piece_s, piece_s))
+        self._pieces = list(itertools.pairwise(_cut_points(x, piece)))
+        if not in_process:
+            self._pool = ThreadPoolExecutor(min(workers, len(self._pieces)), thread_name_prefix="sonic-phones")
+            self._futures = [self._pool.submit(lambda a=a, b=b: _decode_in_child(self._pcm(a, b)))
+                             for a, b in self._pieces]
+
+    def _pcm(self, a: int, b: int) -> bytes:
+        return (np.clip(self._x[a:b] * self._gain, -1, 1) * 32767).astype(np.int16).tobytes()
+
+    def result(self) -> list[PhoneSegment] | None:
+        """Phone segments in seconds; None when pocketsphinx is not installed or cannot start."""
+        if self._done:
+            return self._result
+        out: list[PhoneSegment] = []
+        decoder = None
+        for k, (a, b) in enumerate(self._pieces):
+            segs = None
+            if self._futures:
+                try:
+                    segs = self._futures[k].result()
+                except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:
+                    log.debug("phone recognition child failed (%s); decoding in this process", e)
+            if segs is None:
+                try:
+                    decoder = decoder or _phone_worker.make_decoder()
+                    segs = _phone_worker.decode(self._pcm(a, b), decoder)
+                except RuntimeError as e:  # installed but unusable (e.g. its model files are missing)
+                    log.warning("pocketsphinx could not start (%s); mouth shapes fall back to acoustic cues", e)
+                    self._finish(None)
+                    return None
+            t0 = a / RATE
+            for word, f0, f1, prob in segs:
+                name = word.upper().rstrip("012")
+                if name in _SILENCE_TOKENS:
+                    name = "SIL"
+                elif name in _NOISE_TOKENS:
+                    name = "NOISE"
+                out.append(PhoneSegment(name, t0 + f0 / FRAME_RATE, min(t0 + (f1 + 1) / FRAME_RATE, b / RATE), prob))
+        self._finish(out)
+        return out
+
+    def _finish(self, result):
+        self._result, self._done, self._pieces, self._futures, self._x = result, True, [], [], None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+_SILENCE_TOKENS = {"<S>", "</S>", "<SIL>", "SIL", "+BREATH+", "+NSN+"}
+_NOISE_TOKENS = {"+SPN+", "+COUGH+", "+NOISE+", "+UM+", "+UH+"}
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_phone_worker.py")
+
+
+def recognize_phones(mono16k: np.ndarray, chunk_s: float = 30.0, workers: int = 0) -> list[PhoneSegment] | None:
+    """Phone segments of 16 kHz mono audio (float in [-1, 1]); None when pocketsphinx is missing.
+
+    Pieces of at most `chunk_s` seconds are decoded in parallel child processes (see
+    `PhoneJob`), so memory stays flat and a decoding search never spans minutes.
+    """
+    return PhoneJob(mono16k, workers=workers, piece_s=chunk_s).result()

@@ -23,6 +23,7 @@ FRAME_RATE = 100
 _SILERO = None
 _SILERO_FAILED = False
 _LOCK = threading.Lock()
+_RUN_LOCK = threading.Lock()  # the TorchScript model keeps its recurrent state inside: one caller at a time
 
 
 def _load_silero():
@@ -67,14 +68,14 @@ def _silero_probs(x: np.ndarray, stream_windows: int = 32, warmup_windows: int =
     xp = np.zeros((B * L + W) * win, np.float32)
     xp[W * win : W * win + len(x)] = x
     # Stream b covers windows [b*L - W, (b+1)*L) of the original audio (zeros before the start).
-    idx = (np.arange(B)[:, None] * L + np.arange(L + W)[None, :]) * win
-    streams = torch.from_numpy(xp[idx[..., None] + np.arange(win)])  # [B, L+W, win]
+    windows = xp.reshape(-1, win)
+    idx = np.arange(B)[:, None] * L + np.arange(L + W)[None, :]
     probs = np.empty((B, L + W), np.float32)
     # optimized_execution(False): the profiling JIT would re-specialise the graph for every new
     # batch size (seconds each time) for no gain on a model this small.
-    with torch.inference_mode(), torch.jit.optimized_execution(False):
+    with _RUN_LOCK, torch.inference_mode(), torch.jit.optimized_execution(False):
         for s0 in range(0, B, 256):
-            part = streams[s0 : s0 + 256]
+            part = torch.from_numpy(windows[idx[s0 : s0 + 256]])  # [<=256, L+W, win], built per batch
             model.reset_states()  # the model re-creates its state for a new batch size
             for i in range(L + W):
                 probs[s0 : s0 + part.shape[0], i] = model(part[:, i].contiguous(), RATE).reshape(-1).numpy()

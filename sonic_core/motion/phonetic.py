@@ -60,8 +60,19 @@ def _frames(x: np.ndarray, win: int, n: int) -> np.ndarray:
     return xp[starts[:, None] + np.arange(win)[None, :]]
 
 
-def acoustic_features(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Per 10 ms: dB level, normalised loudness 0..1, voicing 0..1, F0 (Hz, 0 unvoiced), F1 proxy 0..1."""
+# Bands whose per-frame power sums `closure_frames` needs (the release burst; the second formant).
+BURST_BAND = (200.0, 7000.0)
+F2_BAND = (900.0, 2600.0)
+
+
+def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]:
+    """Per 10 ms: dB level, normalised loudness 0..1, voicing 0..1, F0 (Hz, 0 unvoiced), F1 proxy 0..1.
+
+    Also, per frame, the power and the frequency-weighted power in the burst and F2 bands
+    (`_burst_q/_burst_w`, `_f2_q/_f2_w`): a band centroid over any run of frames is then
+    sum(w) / sum(q), so no spectrogram is kept. Frames are analysed in blocks of `block`,
+    so memory is a few small arrays per frame, whatever the audio's length.
+    """
     n = int(np.ceil(len(x) / RATE * AR))
     out = {k: np.zeros(n, np.float32) for k in ("db", "loud", "voiced", "f0", "f1")}
     if n == 0:
@@ -69,28 +80,29 @@ def acoustic_features(x: np.ndarray) -> dict[str, np.ndarray]:
     hann = np.hanning(400).astype(np.float32)
     f = np.fft.rfftfreq(1024, 1.0 / RATE)
     band = (f >= 200) & (f <= 1100)
+    bands = {name: (f >= lo_hz) & (f <= hi_hz) for name, (lo_hz, hi_hz) in (("burst", BURST_BAND), ("f2", F2_BAND))}
     lo, hi = RATE // 400, RATE // 70
     db = np.empty(n, np.float64)
     f1 = np.empty(n, np.float64)
     voiced = np.empty(n, np.float64)
     lag = np.empty(n, np.int64)
-    p_all = np.empty((n, f.size), np.float32)
-    frames_all = _frames(x, 400, n)  # 25 ms windows (a strided view-sized copy, float32)
-    # Blocks of frames keep the FFT intermediates (complex128, [frames, 1024]) small for long audio.
-    for a in range(0, n, 4096):
-        fr = frames_all[a:a + 4096]
+    sums = {f"_{b}_{k}": np.empty(n, np.float64) for b in bands for k in ("q", "w")}
+    hop = RATE // AR
+    for a in range(0, n, block):
+        m = min(block, n - a)
+        fr = _frames(x[a * hop:], 400, m)  # 25 ms windows centred on (k + 0.5) / AR
         fr = fr - fr.mean(axis=1, keepdims=True)
-        db[a:a + len(fr)] = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, axis=1) + 1e-12)
+        db[a:a + m] = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, axis=1) + 1e-12)
         p = np.abs(np.fft.rfft(fr * hann, n=1024, axis=1)) ** 2
         cen = (p[:, band] * f[band]).sum(1) / np.maximum(p[:, band].sum(1), 1e-12)
-        f1[a:a + len(fr)] = np.clip((cen - 350.0) / (750.0 - 350.0), 0.0, 1.0)
+        f1[a:a + m] = np.clip((cen - 350.0) / (750.0 - 350.0), 0.0, 1.0)
+        for b, sel in bands.items():
+            sums[f"_{b}_q"][a:a + m] = p[:, sel].sum(1)
+            sums[f"_{b}_w"][a:a + m] = (p[:, sel] * f[sel]).sum(1)
         ac = np.fft.irfft(p, axis=1)[:, :400]
         lg = lo + np.argmax(ac[:, lo:hi], axis=1)
-        lag[a:a + len(fr)] = lg
-        voiced[a:a + len(fr)] = np.clip(ac[np.arange(len(fr)), lg] / np.maximum(ac[:, 0], 1e-12), 0, 1)
-        p_all[a:a + len(fr)] = p
-    del frames_all
-    p = p_all
+        lag[a:a + m] = lg
+        voiced[a:a + m] = np.clip(ac[np.arange(m), lg] / np.maximum(ac[:, 0], 1e-12), 0, 1)
     loud_db = db[db > -70]
     if loud_db.size < 3:
         return out
@@ -100,7 +112,7 @@ def acoustic_features(x: np.ndarray) -> dict[str, np.ndarray]:
     loud[db < floor + 3.0] = 0.0
     f0 = np.where(voiced > 0.45, RATE / lag, 0.0)
     out.update(db=db.astype(np.float32), loud=loud.astype(np.float32), voiced=voiced.astype(np.float32),
-               f0=f0.astype(np.float32), f1=f1.astype(np.float32), _power=p.astype(np.float32), _freqs=f)
+               f0=f0.astype(np.float32), f1=f1.astype(np.float32), **sums)
     return out
 
 
@@ -143,10 +155,9 @@ def viseme_channels(segs, n: int, speech: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _band_centroid(P: np.ndarray, f: np.ndarray, lo: float, hi: float) -> float:
-    m = (f >= lo) & (f <= hi)
-    q = P[:, m].sum(0) if P.ndim == 2 else P[m]
-    return float((q * f[m]).sum() / max(q.sum(), 1e-12))
+def _band_centroid(feats: dict, band: str, i: int, j: int) -> float:
+    """Power-weighted mean frequency of a band (`burst` or `f2`) over 10 ms frames [i, j)."""
+    return float(feats[f"_{band}_w"][i:j].sum() / max(feats[f"_{band}_q"][i:j].sum(), 1e-12))
 
 
 def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[int, int]]:
@@ -160,7 +171,7 @@ def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[
     >= 4 dB also count.
     """
     db = feats["db"]
-    P, f = feats.get("_power"), feats.get("_freqs")
+    spectral = "_f2_q" in feats
     rec = np.zeros(n, bool)
     for a, b, name in segs:
         if VISEMES[name].closure:
@@ -185,10 +196,10 @@ def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[
         while i1 < n and sm[i1] < half and i1 - k < w:
             i1 += 1
         labial = bool(rec[i0:i1].any())
-        if not labial and depth >= 6.0 and P is not None and i1 + 10 < n:
-            burst = _band_centroid(P[i1: i1 + 2], f, 200, 7000)
-            f2_onset = _band_centroid(P[i1 + 1: i1 + 4], f, 900, 2600)
-            f2_later = _band_centroid(P[i1 + 6: i1 + 10], f, 900, 2600)
+        if not labial and depth >= 6.0 and spectral and i1 + 10 < n:
+            burst = _band_centroid(feats, "burst", i1, i1 + 2)
+            f2_onset = _band_centroid(feats, "f2", i1 + 1, i1 + 4)
+            f2_later = _band_centroid(feats, "f2", i1 + 6, i1 + 10)
             labial = (f2_later - f2_onset) > 120.0 and burst < 2200.0
         if labial:
             out.append((i0, i1))
@@ -296,22 +307,34 @@ def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.rando
 
 
 # ------------------------------------------------------------------ the model
-def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phones: bool = True) -> dict:
-    """Everything the phonetic model reads from the audio, at 100 Hz (cache-able, seed-free)."""
+def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phones: bool = True,
+            phone_job=None, segments: list | None = None) -> dict:
+    """Everything the phonetic model reads from the audio, at 100 Hz (cache-able, seed-free).
+
+    `phone_job`: an `audio.phonemes.PhoneJob` already started on this audio (the pipeline
+    starts it right after decoding, so recognition overlaps face and renderer setup);
+    otherwise one is started here, before the acoustic features and VAD, which then overlap it.
+    `segments`: [(start_s, end_s, viseme)] from another recogniser (a Wav2Vec2/HuBERT CTC
+    checkpoint, `speech_models`), used instead of pocketsphinx.
+    """
+    from ..audio.phonemes import PhoneJob
+
     x = np.asarray(mono, np.float32)
     if sample_rate != RATE:
         x = resample_mono(x, sample_rate, RATE)
+    if segments is not None:
+        phones, phone_job = False, None
+    elif phones and phone_job is None:
+        phone_job = PhoneJob(x)
     feats = acoustic_features(x)
     n = len(feats["db"])
     prob = vad_mod.speech_probability(x, vad_backend)
     prob = np.pad(prob, (0, max(0, n - len(prob))))[:n]
     speech = vad_mod.speech_mask(prob) & (feats["db"] > -75)
-    segs = []
-    if phones and speech.any():
-        from ..audio.phonemes import recognize_phones
-
-        ph = recognize_phones(x)
-        segs = _segments_from_phones(ph) if ph else []
+    segs = list(segments) if segments is not None and speech.any() else []
+    if phones and phone_job is not None:
+        ph = phone_job.result()
+        segs = _segments_from_phones(ph) if ph and speech.any() else []
     return {"feats": feats, "speech": speech, "vad_prob": prob, "segments": segs, "n": n}
 
 
@@ -341,11 +364,11 @@ def mouth_channels(an: dict) -> dict[str, np.ndarray]:
 def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures | None = None, *,
                     fps: float | None = None, num_frames: int | None = None, dynamic_scale: float = 1.0,
                     motion_scale: float = 1.0, seed: int = 0, blinks: bool = True,
-                    analysis: dict | None = None) -> MotionTrack:
+                    analysis: dict | None = None, phone_job=None, segments: list | None = None) -> MotionTrack:
     """Speech waveform -> MotionTrack (see the module docstring)."""
     fps = float(speech.fps if speech is not None else fps)
     nv = int(speech.num_frames if speech is not None else num_frames)
-    an = analysis if analysis is not None else analyze(mono, sample_rate)
+    an = analysis if analysis is not None else analyze(mono, sample_rate, phone_job=phone_job, segments=segments)
     m = mouth_channels(an)
 
     def v(x):
