@@ -78,7 +78,32 @@ def cold_run(audio: Path, out: Path, res: int, device: torch.device, models_dir)
     subprocess.run([sys.executable, "-c", "import sonic_core.pipeline, sonic_core.face, sonic_core.video, torch"],
                    check=True, cwd=REPO, env=env, capture_output=True)
     imports = time.perf_counter() - t
-    return {"end_to_end_cold": wall, "cold_python_and_imports": imports, "cold_summary": proc.stdout.strip()}
+    split = subprocess.run([sys.executable, "-c", _COLD_SPLIT, str(IMAGE), str(audio), str(out) + ".split.mp4",
+                            str(res), str(device), str(models_dir)], check=True, cwd=REPO, env=env,
+                           capture_output=True, text=True)
+    return {"end_to_end_cold": wall, "cold_python_and_imports": imports, "cold_summary": proc.stdout.strip(),
+            "cold_split": json.loads(split.stdout.strip().splitlines()[-1])}
+
+
+# Where a fresh process spends its time: interpreter, torch import, engine imports, CUDA
+# context, then the first generate() (model loads and first kernels fall in its stages).
+_COLD_SPLIT = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import sonic_core.pipeline, sonic_core.face, sonic_core.video
+t2 = time.perf_counter()
+dev = sys.argv[5]
+if dev.startswith("cuda"):
+    torch.zeros(1, device=dev); torch.cuda.synchronize()
+t3 = time.perf_counter()
+r = sonic_core.pipeline.generate(sys.argv[1], sys.argv[2], sys.argv[3], min_resolution=int(sys.argv[4]),
+                                 device=dev, model_dir=sys.argv[6])
+t4 = time.perf_counter()
+print(json.dumps({"import_torch": t1 - t0, "import_engine": t2 - t1, "cuda_init": t3 - t2,
+                  "first_generate": t4 - t3, "stages": {k: round(v, 3) for k, v in r.timings.items()}}))
+"""
 
 
 def bench_stages(res: int, audio: Path, device: torch.device, models_dir, analyzer, tmp: Path) -> dict:
@@ -103,7 +128,7 @@ def bench_stages(res: int, audio: Path, device: torch.device, models_dir, analyz
 
     def encode_all():
         with Mp4Writer(tmp / f"enc_{res}.mp4", res, res, cfg.fps, audio=clip, crf=cfg.crf, preset=cfg.preset,
-                       codec=codec, workers=workers, encode_ahead=True) as w:
+                       codec=codec, workers=workers, total_frames=n, encode_ahead=True) as w:
             for c in chunks:
                 w.write(c)
 
@@ -147,7 +172,8 @@ def bench_encoders(res: int, audio: Path, device: torch.device, models_dir, anal
 
 
 def _encode(out, res, fps, clip, chunks, preset, workers):
-    with Mp4Writer(out, res, res, fps, audio=clip, crf=18, preset=preset, workers=workers, encode_ahead=True) as w:
+    with Mp4Writer(out, res, res, fps, audio=clip, crf=18, preset=preset, workers=workers,
+                   total_frames=sum(len(c) for c in chunks), encode_ahead=True) as w:
         for c in chunks:
             w.write(c)
 
@@ -180,15 +206,46 @@ def bench_concurrency(res: int, audio: Path, device: torch.device, models_dir, a
 
 def memory_child(seconds: float, res: int, device: str, models_dir: str, out: str) -> None:
     """Runs in a fresh process: one clip, then prints peak RSS / VRAM as JSON."""
+    if device.startswith("cuda"):
+        torch.zeros(1, device=device)  # CUDA context + libraries: the floor any CUDA process pays
+    base = _rss_now_gb()
     with tempfile.TemporaryDirectory() as d:
         audio = Path(d) / "speech.wav"
         make_speech(seconds, audio)
         t = time.perf_counter()
         generate(IMAGE, audio, out, GenerateConfig(min_resolution=res), device=device, model_dir=models_dir)
         wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB -> GB
+    rss = _peak_rss_gb()
     vram = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else 0.0
-    print(json.dumps({"seconds": seconds, "resolution": res, "peak_rss_gb": rss, "peak_vram_gb": vram, "wall_s": wall}))
+    print(json.dumps({"seconds": seconds, "resolution": res, "peak_rss_gb": rss, "peak_vram_gb": vram, "wall_s": wall,
+                      "rss_after_torch_init_gb": base, **_rss_split_gb()}))
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: on Linux that keeps
+    the parent's high-water mark across fork+exec, so a child of a big process reports the parent."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e6
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _rss_split_gb() -> dict:
+    """Resident memory now, split into anonymous (the process's own data) and file-backed pages
+    (shared libraries such as cuDNN/cuBLAS kernels, clean and shared between processes)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[f"end_{key.lower()}_gb"] = int(val.split()[0]) / 1e6
+    return out
+
+
+def _rss_now_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def bench_memory(durations, res: int, device: torch.device, models_dir, tmp: Path) -> list[dict]:
@@ -250,12 +307,14 @@ def main() -> None:
             for r in report["jobs"]:
                 print(f"  {r['jobs']} jobs: {r['wall_s']:6.2f} s  {r['clips_per_min']:6.1f} clips/min  errors: {r['errors'] or 'none'}")
         if "memory" not in args.skip:
-            res = max(resolutions)
+            res = max(resolutions) if gpu else min(resolutions)  # CPU: 10 min at 1024² would take ~20 min
             report["memory"] = bench_memory(args.memory_seconds, res, device, models_dir, tmp)
             print(f"\nmemory at {res}² (fresh process per clip):")
             for r in report["memory"]:
-                print(f"  {r['seconds']:6.0f} s audio: peak RSS {r['peak_rss_gb']:.2f} GB, peak VRAM "
-                      f"{r['peak_vram_gb']:.2f} GB, {r['wall_s']:.1f} s")
+                print(f"  {r['seconds']:6.0f} s audio: peak RSS {r['peak_rss_gb']:.2f} GB (of which torch/CUDA "
+                      f"start-up {r['rss_after_torch_init_gb']:.2f} GB), peak VRAM {r['peak_vram_gb']:.2f} GB, "
+                      f"{r['wall_s']:.1f} s; at the end: anonymous {r.get('end_rssanon_gb', 0):.2f} GB, "
+                      f"file-backed {r.get('end_rssfile_gb', 0):.2f} GB")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
@@ -275,6 +334,7 @@ def print_stages(report: dict) -> None:
     for r in rows:
         print(f"warm e2e stages {r['resolution']}²: {r['e2e_stages']}")
         print(f"cold {r['resolution']}²: {r['cold_summary']}")
+        print(f"cold split {r['resolution']}² (after interpreter start): {r['cold_split']}")
 
 
 if __name__ == "__main__":

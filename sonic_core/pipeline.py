@@ -242,7 +242,7 @@ def write_mp4(animator: Animator, track: MotionTrack, clip: AudioClip, out: str 
     cfg = animator.cfg
     codec, workers = choose_encoder(animator.width, animator.height, encoder or cfg.encoder, cfg.encode_workers)
     with Mp4Writer(out, animator.width, animator.height, cfg.fps, audio=clip, crf=crf, preset=preset,
-                   codec=codec, workers=workers, encode_ahead=True) as writer:
+                   codec=codec, workers=workers, total_frames=n, encode_ahead=True) as writer:
         for _, stop, frames in animator.chunks(track):
             writer.write(frames)
             if progress is not None:

@@ -101,6 +101,7 @@ class Mp4Writer:
         audio_bitrate: int | None = None,
         workers: int = 1,
         segment_frames: int = 0,
+        total_frames: int | None = None,
     ):
         width, height = int(width), int(height)
         if width <= 0 or height <= 0:
@@ -122,9 +123,9 @@ class Mp4Writer:
         self._codec, self._crf, self._preset, self._threads = codec, int(crf), str(preset), int(threads)
         self.workers = max(1, int(workers)) if codec == "libx264" else 1
         if self.workers > 1:
-            self.segment_frames = int(segment_frames) or auto_segment_frames(width, height, self.workers)
+            self.segment_frames = int(segment_frames) or auto_segment_frames(width, height, self.workers, total_frames)
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sonic-x264")
-            self._segment: list = []  # frames of the segment being filled
+            self._segment: list = []  # (kind, row) of the segment being filled
             self._pending: deque[tuple[int, int, Future]] = deque()  # (first frame, frames, future) in order
             self._segment_start = 0
 
@@ -210,7 +211,7 @@ class Mp4Writer:
             # colour.rgb_to_yuv420p) ~10x faster than torch on the CPU. Copy when the array is the
             # caller's memory and the encoder runs ahead, so the caller may reuse its buffer at once.
             arr = np.ascontiguousarray(t.detach().numpy())
-            if self._worker is not None and _may_alias(frames, t, arr):
+            if (self._worker is not None or self.workers > 1) and _may_alias(frames, t, arr):
                 arr = arr.copy()
             item = ("rgb", arr)
         else:
@@ -304,11 +305,11 @@ class Mp4Writer:
             err = self._error
             raise err
 
-    def _yuv_frame(self, kind: str, row: np.ndarray) -> av.VideoFrame:
+    def _yuv_frame(self, kind: str, row: np.ndarray, sws: VideoReformatter | None = None) -> av.VideoFrame:
         if kind == "yuv":
             frame = av.VideoFrame.from_ndarray(row.reshape(self.height * 3 // 2, self.width), format="yuv420p")
         else:
-            frame = self._sws.reformat(
+            frame = (sws or self._sws).reformat(
                 av.VideoFrame.from_ndarray(row, format="rgb24"), format="yuv420p",
                 dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
                 interpolation=Interpolation.AREA,
@@ -322,8 +323,10 @@ class Mp4Writer:
         then the audio up to the new video time."""
         kind, data = item
         if self.workers > 1:
-            for row in data:
-                self._segment.append(self._yuv_frame(kind, row))
+            # Rows are only referenced here; the pool threads turn them into frames (and, for
+            # CPU frames, convert colours), so that per-frame work runs in parallel too.
+            for k in range(len(data)):
+                self._segment.append((kind, data[k]))
                 if len(self._segment) >= self.segment_frames:
                     self._submit_segment()
             self._mux_ready(block=False)
@@ -339,16 +342,17 @@ class Mp4Writer:
 
     # ---------------------------------------------------------------- parallel segments
     def _submit_segment(self):
-        frames, self._segment = self._segment, []
-        if not frames:
+        rows, self._segment = self._segment, []
+        if not rows:
             return
         while len(self._pending) > self.workers:  # bound the frames held in memory
             self._mux_head()
-        self._pending.append((self._segment_start, len(frames), self._pool.submit(self._encode_segment, frames)))
-        self._segment_start += len(frames)
+        self._pending.append((self._segment_start, len(rows), self._pool.submit(self._encode_segment, rows)))
+        self._segment_start += len(rows)
 
-    def _encode_segment(self, frames: list) -> tuple[list, bytes | None]:
+    def _encode_segment(self, rows: list) -> tuple[list, bytes | None]:
         """One closed GOP from a fresh x264 with the stream's settings (runs on a pool thread)."""
+        sws = VideoReformatter()
         cc = av.CodecContext.create(self._codec, "w")
         cc.width, cc.height, cc.pix_fmt = self.width, self.height, "yuv420p"
         cc.time_base = Fraction(1, 1) / self.fps
@@ -359,7 +363,8 @@ class Mp4Writer:
         cc.options = _codec_options(self._codec, self._crf, self._preset)
         cc.open()
         packets = []
-        for i, frame in enumerate(frames):
+        for i, (kind, row) in enumerate(rows):
+            frame = self._yuv_frame(kind, row, sws)
             frame.pts = i
             frame.time_base = cc.time_base
             packets += cc.encode(frame)
@@ -434,11 +439,17 @@ class Mp4Writer:
             pass
 
 
-def auto_segment_frames(width: int, height: int, workers: int, budget_bytes: int = 512 << 20) -> int:
-    """Frames per parallel segment: as long as the memory budget for `workers + 1` segments
-    of yuv420p frames allows (longer segments = fewer IDR frames = smaller files), 24-250."""
+def auto_segment_frames(width: int, height: int, workers: int, total_frames: int | None = None,
+                        budget_bytes: int = 768 << 20) -> int:
+    """Frames per parallel segment, 24-250: as long as the memory budget for `workers + 1`
+    segments of yuv420p frames allows (longer segments = fewer IDR frames = smaller files),
+    and, when the video's length is known, no longer than an even share per worker (so a
+    short clip keeps every worker busy instead of leaving a last round to one or two)."""
     per_frame = width * height * 3 // 2
-    return int(np.clip(budget_bytes // (per_frame * (workers + 1)), 24, 250))
+    n = budget_bytes // (per_frame * (workers + 1))
+    if total_frames:
+        n = min(n, -(-int(total_frames) // workers))
+    return int(np.clip(n, 24, 250))
 
 
 ENCODERS = ("auto", "libx264", "h264_nvenc")
