@@ -157,3 +157,20 @@ def test_peak_memory_does_not_grow_with_audio_length(speech_wav, models_dir, tmp
     added_audio_gb = (180 - 20) * rate * 4 / 1e9
     print("peak RSS GB", peaks, "added audio GB", round(added_audio_gb, 4))
     assert peaks[180] - peaks[20] <= 0.05 * peaks[20] + 4 * added_audio_gb, peaks
+
+
+def test_blockwise_speech_analysis_equals_one_pass(speech_wav):
+    """Long audio is analysed in blocks (bounded memory); the result must not depend on the blocks."""
+    from sonic_core.audio import load_audio
+    from sonic_core.audio.features import resample_mono
+    from sonic_core.motion.phonetic import acoustic_features
+
+    clip = load_audio(speech_wav, mono=True)
+    x = np.tile(clip.samples[0], 4)
+    one = resample_mono(x, clip.sample_rate, 16000, block_s=1e9)
+    blocks = resample_mono(x, clip.sample_rate, 16000, block_s=1.3)
+    assert np.array_equal(one, blocks)
+    whole, parts = acoustic_features(one, block=10**9), acoustic_features(one, block=97)
+    assert set(whole) == set(parts)
+    for k in whole:
+        np.testing.assert_allclose(parts[k], whole[k], rtol=1e-6, atol=1e-9, err_msg=k)

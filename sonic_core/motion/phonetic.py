@@ -50,14 +50,13 @@ PHONETIC_MIX = 0.5  # share of the phonetic jaw target (the rest is the acoustic
 
 
 # ------------------------------------------------------------------ acoustic analysis (100 Hz)
-def _frames(x: np.ndarray, win: int, n: int) -> np.ndarray:
+def _frames(x: np.ndarray, win: int, n: int, first: int = 0) -> np.ndarray:
+    """Windows of `win` samples centred on (k + 0.5) / AR for frames k in [first, first + n),
+    zero outside the signal (so a block of frames equals the same rows of one whole pass)."""
     hop = RATE // AR
-    pad = win // 2
-    xp = np.zeros(n * hop + win + 1, np.float32)
-    m = min(len(x), len(xp) - pad)
-    xp[pad: pad + m] = x[:m]
-    starts = np.arange(n) * hop + hop // 2  # centred on (k + 0.5) / AR
-    return xp[starts[:, None] + np.arange(win)[None, :]]
+    idx = (np.arange(first, first + n) * hop + hop // 2 - win // 2)[:, None] + np.arange(win)[None, :]
+    inside = (idx >= 0) & (idx < len(x))
+    return np.where(inside, np.asarray(x, np.float32)[np.clip(idx, 0, max(len(x) - 1, 0))], np.float32(0.0))
 
 
 # Bands whose per-frame power sums `closure_frames` needs (the release burst; the second formant).
@@ -87,10 +86,9 @@ def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]
     voiced = np.empty(n, np.float64)
     lag = np.empty(n, np.int64)
     sums = {f"_{b}_{k}": np.empty(n, np.float64) for b in bands for k in ("q", "w")}
-    hop = RATE // AR
     for a in range(0, n, block):
         m = min(block, n - a)
-        fr = _frames(x[a * hop:], 400, m)  # 25 ms windows centred on (k + 0.5) / AR
+        fr = _frames(x, 400, m, first=a)  # 25 ms windows centred on (k + 0.5) / AR
         fr = fr - fr.mean(axis=1, keepdims=True)
         db[a:a + m] = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, axis=1) + 1e-12)
         p = np.abs(np.fft.rfft(fr * hann, n=1024, axis=1)) ** 2
