@@ -60,7 +60,8 @@ def common(save_nodes, min_resolution=512, duration=0.0):
         node(4, "SonicTH_FaceLoader", [360, 0], [300, 80], title="face_node", widgets=[("face_index", 0)],
              links=[("image", "IMAGE", 1, 0, False, False), ("config", "SONICTH_CONFIG", 3, 0, False, False)]),
         node(5, "SonicTH_AudioPreData", [360, 380], [300, 110], title="predata_node",
-             widgets=[("duration", duration), ("fps", 25.0)], links=[("audio", "AUDIO", 2, 0, False, False)]),
+             widgets=[("duration", duration), ("fps", 25.0), ("speech_features", "builtin"), ("speech_model", "none")],
+             links=[("audio", "AUDIO", 2, 0, False, False)]),
         node(6, "SonicTH_Sampler", [720, 200], [260, 70], title="sampler_node", links=[
             ("face", "SONICTH_FACE", 4, 0, False, False), ("speech", "SONICTH_SPEECH", 5, 0, False, False),
             ("config", "SONICTH_CONFIG", 3, 0, False, False)]),
@@ -89,7 +90,7 @@ def fast_graph():
 def long_graph():
     return common([
         node(9, "SonicTH_SaveMP4", [1080, 200], [420, 480], title="save_node",
-             widgets=[("filename_prefix", "sonic/sonic_long"), ("crf", 20), ("preset", "veryfast")],
+             widgets=[("filename_prefix", "sonic/sonic_long"), ("crf", 20), ("preset", "veryfast"), ("encoder", "auto")],
              links=[("face", "SONICTH_FACE", 4, 0, False, False), ("motion", "SONICTH_MOTION", 7, 0, False, False)]),
     ])
 

@@ -42,11 +42,11 @@ EXPECTED_INPUTS = {
     "SonicTH_Config": ["min_resolution", "expand_ratio", "inference_steps", "dynamic_scale", "motion_scale", "seed",
                        "output", "blinks", "motion_model"],
     "SonicTH_FaceLoader": ["image", "config", "face_index"],
-    "SonicTH_AudioPreData": ["audio", "duration", "fps"],
+    "SonicTH_AudioPreData": ["audio", "duration", "fps", "speech_features", "speech_model", "audio_encoder_output"],
     "SonicTH_Sampler": ["face", "speech", "config"],
     "SonicTH_Postprocess": ["motion", "lip_align", "alignment_offset", "smooth_motion"],
     "SonicTH_Render": ["face", "motion"],
-    "SonicTH_SaveMP4": ["face", "motion", "filename_prefix", "crf", "preset"],
+    "SonicTH_SaveMP4": ["face", "motion", "filename_prefix", "crf", "preset", "encoder"],
 }
 EXPECTED_OUTPUTS = {"SonicTH_Render": ["IMAGE", "AUDIO", "FLOAT"], "SonicTH_FaceLoader": ["SONICTH_FACE", "IMAGE"]}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
