@@ -1,6 +1,8 @@
 """Sonic Audio PreData node."""
 from __future__ import annotations
 
+from sonic_core.config import SPEECH_FEATURES
+
 from . import _runtime as rt
 
 
@@ -23,7 +25,7 @@ class SonicTH_AudioPreData:
             "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
                               "tooltip": rt.config_docs().get("fps", "Frames per second of the video.")}),
         }, "optional": {
-            "speech_features": (["builtin", "wav2vec2", "hubert"], {
+            "speech_features": (list(SPEECH_FEATURES), {
                 "default": "builtin", "tooltip": rt.config_docs().get("speech_features", "")}),
             "speech_model": (rt.speech_model_choices(), {
                 "default": "none",

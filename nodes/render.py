@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from sonic_core.config import ENCODERS
+
 from . import _runtime as rt
 
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
@@ -62,7 +64,7 @@ class SonicTH_SaveMP4:
             "crf": ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": rt.config_docs().get("crf", "")}),
             "preset": (PRESETS, {"default": "veryfast", "tooltip": rt.config_docs().get("preset", "")}),
         }, "optional": {
-            "encoder": (["auto", "libx264", "h264_nvenc"], {"default": "auto",
+            "encoder": (list(ENCODERS), {"default": "auto",
                                                             "tooltip": rt.config_docs().get("encoder", "")}),
         }}
 

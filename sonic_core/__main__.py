@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import GenerateConfig
+from .config import ENCODERS, MOTION_MODELS, SPEECH_FEATURES, GenerateConfig
 from .errors import SonicInputError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets"
@@ -50,13 +50,13 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-blinks", action="store_true", help="Keep the eyes open.")
     p.add_argument("--crf", type=int, default=d.crf, help=docs["crf"])
     p.add_argument("--preset", default=d.preset, help=docs["preset"])
-    p.add_argument("--encoder", choices=["auto", "libx264", "h264_nvenc"], default=d.encoder, help=docs["encoder"])
+    p.add_argument("--encoder", choices=ENCODERS, default=d.encoder, help=docs["encoder"])
     p.add_argument("--encode-workers", type=int, default=d.encode_workers, help=docs["encode_workers"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=docs["batch_size"])
-    p.add_argument("--speech-features", choices=["builtin", "wav2vec2", "hubert"], default=d.speech_features,
+    p.add_argument("--speech-features", choices=SPEECH_FEATURES, default=d.speech_features,
                    help=docs["speech_features"])
     p.add_argument("--speech-model", default=None, metavar="PATH", help=docs["speech_model"])
-    p.add_argument("--motion-model", choices=["phonetic", "loudness"], default=d.motion_model, help=docs["motion_model"])
+    p.add_argument("--motion-model", choices=MOTION_MODELS, default=d.motion_model, help=docs["motion_model"])
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--models-dir", default=None, help="Model cache folder (default: $SONIC_MODELS_DIR or ~/.cache/sonic_core/models).")
     p.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")

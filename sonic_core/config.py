@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, fields
 from .errors import SonicInputError
 
 OUTPUT_MODES = ("crop", "full")
+MOTION_MODELS = ("phonetic", "loudness")
+SPEECH_FEATURES = ("builtin", "wav2vec2", "hubert")
+ENCODERS = ("auto", "libx264", "h264_nvenc")
 
 
 @dataclass
@@ -83,13 +86,13 @@ class GenerateConfig:
             raise bad("crf", f"must be between 0 and 51 (got {self.crf})")
         if int(self.batch_size) < 0:
             raise bad("batch_size", f"must be 0 (automatic) or a positive number of frames (got {self.batch_size})")
-        if self.encoder not in ("auto", "libx264", "h264_nvenc"):
+        if self.encoder not in ENCODERS:
             raise bad("encoder", f"must be 'auto', 'libx264' or 'h264_nvenc' (got {self.encoder!r})")
         if not (0 <= int(self.encode_workers) <= 64):
             raise bad("encode_workers", f"must be 0 (automatic) or 1-64 (got {self.encode_workers})")
-        if self.motion_model not in ("phonetic", "loudness"):
+        if self.motion_model not in MOTION_MODELS:
             raise bad("motion_model", f"must be 'phonetic' or 'loudness' (got {self.motion_model!r})")
-        if self.speech_features not in ("builtin", "wav2vec2", "hubert"):
+        if self.speech_features not in SPEECH_FEATURES:
             raise bad("speech_features", f"must be 'builtin', 'wav2vec2' or 'hubert' (got {self.speech_features!r})")
         if self.speech_model in ("", "none"):
             self.speech_model = None

@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import SonicInputError
+from .errors import SonicInputError, check_input_file
 
 MAX_PIXELS = 100_000_000
 WHITE = (255, 255, 255)
@@ -52,13 +52,7 @@ def load_image(source, max_pixels: int | None = None) -> np.ndarray:
         fp = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        if not os.path.exists(name):
-            raise SonicInputError(f"Image file not found: '{name}'. Check the path (relative paths are resolved "
-                                  f"from '{os.getcwd()}').")
-        if os.path.isdir(name):
-            raise SonicInputError(f"Image path '{name}' is a folder, not a file. Pass the path of a photo.")
-        if os.path.getsize(name) == 0:
-            raise SonicInputError(f"Image file '{name}' is empty (0 bytes). Re-export or re-download the photo.")
+        check_input_file(name, "Image", "a photo", "photo")
         fp = name
     else:
         raise SonicInputError(

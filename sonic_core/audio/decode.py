@@ -15,7 +15,7 @@ from typing import Union
 import av
 import numpy as np
 
-from ..errors import SonicInputError
+from ..errors import SonicInputError, check_input_file
 from ..types import AudioClip
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, "AudioClip", tuple]
@@ -199,13 +199,7 @@ def _decode(source, sample_rate: int | None) -> AudioClip:
         path = None
     elif isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise SonicInputError(f"Audio file not found: '{path}'. Check the path (relative paths are resolved "
-                                  f"from '{os.getcwd()}').")
-        if os.path.isdir(path):
-            raise SonicInputError(f"Audio path '{path}' is a folder, not a file. Pass the path of an audio file.")
-        if os.path.getsize(path) == 0:
-            raise SonicInputError(f"Audio file '{path}' is empty (0 bytes). Re-export or re-download the recording.")
+        check_input_file(path, "Audio", "an audio file", "recording")
         target = path
     else:
         raise SonicInputError(

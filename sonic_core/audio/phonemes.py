@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..system import usable_cpus
 from . import _phone_worker
 
 RATE = 16000
@@ -42,10 +43,6 @@ def available() -> bool:
     except Exception:
         return False
     return True
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _cut_points(x: np.ndarray, piece_s: float) -> list[int]:
@@ -90,26 +87,23 @@ class PhoneJob:
     def __init__(self, mono16k: np.ndarray, workers: int = 0, piece_s: float = 30.0, min_piece_s: float = 4.0,
                  in_process: bool = False):
         self._result: list[PhoneSegment] | None = None
+        self._done = True
         self._futures = []
         self._pool = None
         self._pieces: list[tuple[int, int]] = []
         if not available():
-            self._result = None
-            self._done = True
             return
-        self._done = False
         x = np.asarray(mono16k, np.float32)
-        self._n = x.size
         peak = float(np.max(np.abs(x))) if x.size else 0.0
         if x.size == 0 or peak < 1e-5:
             self._result = [PhoneSegment("SIL", 0.0, x.size / RATE)] if x.size else []
-            self._done = True
             return
+        self._done = False
         # Normalise level (the acoustic model's features are cepstral-mean normalised, but a
         # clipped or very quiet int16 input still hurts). Each piece is converted to PCM only
         # when its decoder starts, so no whole-clip copy is held.
         self._x, self._gain = x, 0.7 / peak
-        workers = int(workers) or min(8, _cpus())
+        workers = int(workers) or min(8, usable_cpus())
         piece = float(np.clip(x.size / RATE / workers, min_piece_s, piece_s))
         self._pieces = list(itertools.pairwise(_cut_points(x, piece)))
         if not in_process:

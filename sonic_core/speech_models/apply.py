@@ -15,7 +15,6 @@ from .output import SpeechModelOutput
 from .visemes import unavailable_reason, visemes_from_ctc
 
 log = logging.getLogger(__name__)
-KINDS = ("builtin", "wav2vec2", "hubert")
 
 
 def attach(speech: SpeechFeatures, output: SpeechModelOutput) -> str | None:

@@ -41,7 +41,9 @@ import av
 import numpy as np
 import torch
 
+from ..config import ENCODERS
 from ..errors import SonicInputError
+from ..system import usable_cpus
 from ..types import AudioClip
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
@@ -163,10 +165,7 @@ class Mp4Writer:
         cc = st.codec_context
         cc.time_base = Fraction(1, 1) / self.fps
         cc.thread_count = int(threads)
-        cc.colorspace = 1  # AVCOL_SPC_BT709
-        cc.color_primaries = 1  # AVCOL_PRI_BT709
-        cc.color_trc = 1  # AVCOL_TRC_BT709
-        cc.color_range = 1  # AVCOL_RANGE_MPEG (limited)
+        _tag_bt709(cc)
         self._vstream = st
 
     def _setup_audio(self, audio: AudioClip | None, bitrate):
@@ -357,9 +356,9 @@ class Mp4Writer:
         cc.width, cc.height, cc.pix_fmt = self.width, self.height, "yuv420p"
         cc.time_base = Fraction(1, 1) / self.fps
         cc.framerate = self.fps
-        cc.thread_count = self._threads or max(1, _cpus() // self.workers)
+        cc.thread_count = self._threads or max(1, usable_cpus() // self.workers)
         cc.flags |= av.codec.context.Flags.global_header
-        cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = 1
+        _tag_bt709(cc)
         cc.options = _codec_options(self._codec, self._crf, self._preset)
         cc.open()
         packets = []
@@ -439,6 +438,14 @@ class Mp4Writer:
             pass
 
 
+def _tag_bt709(cc) -> None:
+    """BT.709 primaries/transfer/matrix, limited range: what colour.py and swscale produce."""
+    cc.colorspace = 1  # AVCOL_SPC_BT709
+    cc.color_primaries = 1  # AVCOL_PRI_BT709
+    cc.color_trc = 1  # AVCOL_TRC_BT709
+    cc.color_range = 1  # AVCOL_RANGE_MPEG (limited)
+
+
 def auto_segment_frames(width: int, height: int, workers: int, total_frames: int | None = None,
                         budget_bytes: int = 768 << 20) -> int:
     """Frames per parallel segment, 24-250: as long as the memory budget for `workers + 1`
@@ -450,9 +457,6 @@ def auto_segment_frames(width: int, height: int, workers: int, total_frames: int
     if total_frames:
         n = min(n, -(-int(total_frames) // workers))
     return int(np.clip(n, 24, 250))
-
-
-ENCODERS = ("auto", "libx264", "h264_nvenc")
 
 
 @functools.lru_cache(maxsize=None)
@@ -479,14 +483,10 @@ def choose_encoder(width: int, height: int, encoder: str = "auto", workers: int 
     return codec, int(workers) if workers else auto_workers(width, height)
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def auto_workers(width: int, height: int, cpus: int | None = None) -> int:
     """Parallel x264 instances worth running: one x264 (frame-threaded) keeps up to ~4 cores
     busy; beyond that, segments add throughput. Small frames encode fast enough alone."""
-    cpus = cpus or _cpus()
+    cpus = cpus or usable_cpus()
     if cpus < 6 or width * height < 384 * 384:
         return 1
     return int(min(8, cpus // 2))
