@@ -297,7 +297,7 @@ def main() -> None:
             print_stages(report)
         if gpu and "encoders" not in args.skip:
             report["encoders"] = bench_encoders(max(resolutions), audio, device, models_dir, analyzer, tmp,
-                                                [1, 2, 4, 8], ["veryfast", "superfast", "ultrafast"])
+                                                [1, 4, 8, 12], ["veryfast", "superfast", "ultrafast"])
             print(f"\nencoder sweep at {max(resolutions)}² ({args.seconds:g} s):")
             for r in report["encoders"]:
                 print(f"  libx264 {r['preset']:<10} x{r['workers']}: {r['fps']:7.1f} fps  {r['mb']:6.2f} MB")

@@ -49,10 +49,15 @@ class SonicTH_Postprocess:
             "smooth_motion": ("BOOLEAN", {"default": True,
                                           "tooltip": "Zero-phase smoothing of head motion (60 ms) and a very light "
                                                      "one on the mouth that keeps full closures; never delays."}),
+        }, "optional": {
+            "auto_align": ("BOOLEAN", {"default": False,
+                                       "tooltip": "With lip_align: measure the mouth's lead or lag against the "
+                                                  "speech loudness (cross-correlation, within 0.2 s) and cancel it; "
+                                                  "alignment_offset is then applied on top."}),
         }}
 
     @rt.user_errors
-    def process(self, motion, lip_align=True, alignment_offset=0.0, smooth_motion=True):
+    def process(self, motion, lip_align=True, alignment_offset=0.0, smooth_motion=True, auto_align=False):
         from sonic_core.comfy_io import postprocess_motion
 
-        return (postprocess_motion(motion, lip_align, alignment_offset, smooth_motion),)
+        return (postprocess_motion(motion, lip_align, alignment_offset, smooth_motion, auto_align),)

@@ -206,11 +206,18 @@ def sample_motion(face: FaceRig, speech: SpeechInput, config: GenerateConfig) ->
     return MotionInput(track=make_motion(speech.speech, cfg), clip=speech.clip, config=cfg)
 
 
-def postprocess_motion(motion: MotionInput, lip_align: bool, alignment_offset: float, smooth_motion: bool) -> MotionInput:
+def postprocess_motion(motion: MotionInput, lip_align: bool, alignment_offset: float, smooth_motion: bool,
+                       auto_align: bool = False) -> MotionInput:
     from .motion.post import postprocess
 
+    loudness = None
+    if lip_align and auto_align:
+        from .audio.features import analyze_speech
+
+        track = motion.track
+        loudness = analyze_speech(motion.clip.mono(), motion.clip.sample_rate, track.fps, track.num_frames).loudness
     return dataclasses.replace(motion, track=postprocess(motion.track, bool(lip_align), alignment_offset,
-                                                         bool(smooth_motion)))
+                                                         bool(smooth_motion), bool(auto_align), loudness))
 
 
 def _check_same_face_settings(face_cfg: GenerateConfig, cfg: GenerateConfig) -> None:

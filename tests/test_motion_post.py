@@ -93,3 +93,35 @@ def test_smoothing_reduces_jitter_without_lag_and_keeps_closures():
 def test_bad_offset_is_a_user_error(bad):
     with pytest.raises(SonicInputError, match="alignment_offset"):
         postprocess(_track(20), lip_align=True, alignment_offset=bad, smooth_motion=False)
+
+
+def test_auto_align_cancels_a_measured_mouth_delay_on_real_speech():
+    """A phonetic track from real (espeak) speech, delayed by 80 ms: auto_align measures the
+    delay against the speech loudness and removes it; alignment_offset then applies on top."""
+    import dataclasses
+
+    from benchmarks.lipsync import make_clip
+    from sonic_core.audio.features import analyze_speech
+    from sonic_core.motion import phonetic_motion
+    from sonic_core.motion.post import estimate_offset, shift_channel
+
+    samples, rate, _ = make_clip([("Bob made a big map, and Pam bought my bike.", 0.4),
+                                  ("Open the blue box.", 0.0)], "en-us", 150)
+    speech = analyze_speech(samples, rate, FPS)
+    loud = speech.loudness
+    track = phonetic_motion(samples, rate, speech, seed=0)
+    base = estimate_offset(track, loud)
+    assert abs(base) <= 0.04, base  # the model itself is within a frame of the sound
+
+    late = dataclasses.replace(track, jaw_open=shift_channel(track.jaw_open, 0.08 * FPS))
+    assert abs(estimate_offset(late, loud) - (base + 0.08)) <= 0.015
+    fixed = postprocess(late, lip_align=True, auto_align=True, loudness=loud, smooth_motion=False)
+    assert abs(estimate_offset(fixed, loud)) <= 0.015
+    on_top = postprocess(late, lip_align=True, alignment_offset=0.04, auto_align=True, loudness=loud,
+                         smooth_motion=False)
+    assert abs(estimate_offset(on_top, loud) - 0.04) <= 0.015
+    # lip_align off: nothing moves; auto_align without loudness is a user error.
+    np.testing.assert_array_equal(postprocess(late, lip_align=False, auto_align=True, loudness=loud,
+                                              smooth_motion=False).jaw_open, late.jaw_open)
+    with pytest.raises(SonicInputError, match="auto_align"):
+        postprocess(late, lip_align=True, auto_align=True)

@@ -486,3 +486,17 @@ def test_api_workflows_use_our_nodes_and_script_names(comfy, name):
     assert titles["config_node"]["inputs"]["min_resolution"] == 1024
     with pytest.raises(KeyError, match="no_such_node"):
         sc.set_node_input(api, "no_such_node", x=1)
+
+
+def test_postprocess_auto_align_measures_and_cancels_the_mouth_lag(comfy, chain):
+    """auto_align on the node: the mouth ends within 15 ms of the sound's loudness (measured by
+    cross-correlation), and alignment_offset lands on top of that."""
+    from sonic_core.audio.features import analyze_speech
+    from sonic_core.motion.post import estimate_offset
+
+    track = chain.motion.track
+    loud = analyze_speech(chain.motion.clip.mono(), chain.motion.clip.sample_rate, track.fps, track.num_frames).loudness
+    for offset in (0.0, 0.06):
+        (post,) = call(comfy, "SonicTH_Postprocess", motion=chain.motion, lip_align=True, alignment_offset=offset,
+                       smooth_motion=False, auto_align=True)
+        assert abs(estimate_offset(post.track, loud) - offset) <= 0.015, offset

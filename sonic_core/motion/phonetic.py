@@ -10,7 +10,9 @@ Mouth (scaled by ``dynamic_scale``; 0 = the mouth never moves)
        (`visemes.py`), blended with dominance functions (each segment imposes its shape on
        its neighbours with a weight decaying over ~45 ms; anticipation comes from the same
        functions reaching ahead of a segment). p/b/m closures are enforced: the jaw is 0 on at
-       least one video frame per recognised closure that the signal confirms (an energy dip).
+       least one video frame per closure, i.e. an energy dip (or a short silent gap inside
+       speech) that the recogniser calls p/b/m or whose release looks labial (low burst, or F2
+       rising out of it); see `closure_frames`.
     3. Signal: loudness, voicing and a first-formant proxy (spectral centroid 200-1100 Hz,
        high for open vowels) give an acoustic opening that works for any language. The jaw is
        a mix of the phonetic target and the acoustic opening, so Chinese, Spanish or German
@@ -62,6 +64,9 @@ def _frames(x: np.ndarray, win: int, n: int, first: int = 0) -> np.ndarray:
 # Bands whose per-frame power sums `closure_frames` needs (the release burst; the second formant).
 BURST_BAND = (200.0, 7000.0)
 F2_BAND = (900.0, 2600.0)
+LABIAL_BURST_HZ = 1500.0  # p/b release bursts are low and diffuse; t, k centre higher
+MAX_SILENT_CLOSURE = 30  # 10 ms frames: a silent gap this short inside speech may be a stop closure
+SEAL = 0.6  # a video frame covered this much (of its interval) by a closure shows sealed lips
 
 
 def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]:
@@ -158,15 +163,34 @@ def _band_centroid(feats: dict, band: str, i: int, j: int) -> float:
     return float(feats[f"_{band}_w"][i:j].sum() / max(feats[f"_{band}_q"][i:j].sum(), 1e-12))
 
 
+def _short_gaps(speech: np.ndarray, max_len: int) -> np.ndarray:
+    """Non-speech runs of at most `max_len` frames with speech on both sides."""
+    out = np.zeros(len(speech), bool)
+    i, n = 0, len(speech)
+    while i < n:
+        if speech[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and not speech[j]:
+            j += 1
+        if i > 0 and j < n and j - i <= max_len:
+            out[i:j] = True
+        i = j
+    return out
+
+
 def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[int, int]]:
     """10 ms frame ranges where the lips close (p, b, m), from acoustics + the recogniser.
 
     Candidates are level dips inside speech (a stop's closure or a nasal murmur: >= 6 dB
-    below the louder sounds on both sides within 120 ms). A dip closes the lips when the
-    recogniser heard p/b/m there, or when textbook labial cues agree: the second formant
-    rises out of the dip (low F2 locus of labials) and the release burst is not a
-    high-frequency one (t, k bursts centre above ~2 kHz). Recognised p/b/m with a dip of
-    >= 4 dB also count.
+    below the louder sounds on both sides within 120 ms), including short silent gaps
+    (<= 0.3 s with speech on both sides: a voiceless stop's closure can be silent enough
+    for the VAD to call it a pause). A dip closes the lips when the recogniser heard p/b/m
+    there (a dip of >= 4 dB is enough), or when textbook labial cues agree: the release
+    burst is low and diffuse (centroid below ~1.5 kHz; t bursts centre above ~3.5 kHz and
+    k bursts near 2 kHz), or the second formant rises out of the dip (the low F2 locus of
+    labials) after a burst that is not high.
     """
     db = feats["db"]
     spectral = "_f2_q" in feats
@@ -175,10 +199,11 @@ def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[
         if VISEMES[name].closure:
             rec[max(0, int(a * AR) - 4): min(n, int(np.ceil(b * AR)) + 4)] = True
     sm = np.convolve(db, np.ones(3) / 3, mode="same")
+    inner = speech | _short_gaps(speech, MAX_SILENT_CLOSURE)
     out = []
     w = 12
     for k in range(1, n - 1):
-        if not speech[k] or not (sm[k] <= sm[k - 1] and sm[k] < sm[k + 1]):
+        if not inner[k] or not (sm[k] <= sm[k - 1] and sm[k] < sm[k + 1]):
             continue
         left = sm[max(0, k - w): k].max(initial=-200)
         right = sm[k + 1: k + 1 + w].max(initial=-200)
@@ -198,7 +223,7 @@ def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[
             burst = _band_centroid(feats, "burst", i1, i1 + 2)
             f2_onset = _band_centroid(feats, "f2", i1 + 1, i1 + 4)
             f2_later = _band_centroid(feats, "f2", i1 + 6, i1 + 10)
-            labial = (f2_later - f2_onset) > 120.0 and burst < 2200.0
+            labial = burst < LABIAL_BURST_HZ or ((f2_later - f2_onset) > 120.0 and burst < 2200.0)
         if labial:
             out.append((i0, i1))
     return out
@@ -374,18 +399,21 @@ def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures |
         return np.pad(y, (0, max(0, nv - len(y))))[:nv]
 
     jaw, width, pucker, tuck = v(m["jaw"]), v(m["width"]), v(m["pucker"]), v(m["tuck"])
-    # Closures: the video frame most covered by each recognised p/b/m shows closed lips.
+    # Closures: the video frame most covered by each p/b/m closure shows closed lips, and so
+    # does every frame the closure covers for most of its interval (a long "m" stays sealed).
     for i0, i1 in m["closures"]:
         a, b = i0 / AR, i1 / AR
         k0, k1 = int(np.floor(a * fps)), int(np.floor((b - 1e-9) * fps))
-        best, bov = None, 0.0
+        best, bov, sealed = None, 0.0, []
         for k in range(max(0, k0), min(nv, k1 + 1)):
             ov = min(b, (k + 1) / fps) - max(a, k / fps)
             if ov > bov:
                 best, bov = k, ov
-        if best is not None:
-            jaw[best] = 0.0
-            tuck[best] = 0.0
+            if ov >= SEAL / fps:
+                sealed.append(k)
+        for k in sealed + ([best] if best is not None else []):
+            jaw[k] = 0.0
+            tuck[k] = 0.0
     speech_v = v(an["speech"].astype(np.float64)) > 0.5
     feats_v = {k: v(an["feats"][k]) for k in ("loud", "f0")}
     # F0 averaged over frames mixes voiced/unvoiced; use the median of voiced frames per video frame.

@@ -10,6 +10,9 @@ Options (the ComfyUI "Sonic Postprocess" node exposes exactly these):
   earlier. Fractional frames are linearly interpolated, so 0.03 s at 25 fps (0.75 frame) is a
   real 30 ms shift, not a rounding to 0 or 1 frame; the first/last value is held at the edges.
   Head, blink and brow channels are not shifted. ``lip_align=False`` ignores the offset.
+- ``auto_align`` (with ``lip_align``): estimate the mouth's own lead/lag against the speech
+  loudness (cross-correlation peak, sub-frame, searched within +-0.2 s) and cancel it before
+  ``alignment_offset`` is applied, so the offset is then relative to measured sync.
 - ``smooth_motion``: a centred (zero-phase, so it never delays the motion) Gaussian over head
   rotation and translation (sigma 60 ms) and brows (40 ms), and a very light one over the
   mouth (sigma 12 ms) that keeps closures: frames where the mouth is closed in the input stay
@@ -30,6 +33,7 @@ BROW_SIGMA_S = 0.04
 MOUTH_SIGMA_S = 0.012
 CLOSED_JAW = 1e-3  # a jaw opening at or below this counts as a closed mouth
 MAX_OFFSET_S = 1.0
+AUTO_MAX_S = 0.2  # auto_align searches lags up to this far (a larger one is not a sync error of ours)
 
 
 def shift_channel(x: np.ndarray, frames: float) -> np.ndarray:
@@ -47,6 +51,48 @@ def shift_channel(x: np.ndarray, frames: float) -> np.ndarray:
     return out.reshape(x.shape).astype(x.dtype)
 
 
+def shifted_corr(a: np.ndarray, b: np.ndarray, lag: int) -> float:
+    """corr(a[i], b[i - lag]); 0 where either side is constant."""
+    if lag > 0:
+        a, b = a[lag:], b[:-lag]
+    elif lag < 0:
+        a, b = a[:lag], b[-lag:]
+    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
+    """Frames by which `a` follows `b` (+ = a later), at the peak of their cross-correlation
+    within +-max_lag, refined to a fraction of a frame by a parabola through the peak."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    lags = np.arange(-int(max_lag), int(max_lag) + 1)
+    cs = np.array([shifted_corr(a, b, int(k)) for k in lags])
+    i = int(np.argmax(cs))
+    if not np.isfinite(cs[i]) or cs[i] <= 0:
+        return 0.0
+    frac = 0.0
+    if 0 < i < len(cs) - 1:
+        den = cs[i - 1] - 2 * cs[i] + cs[i + 1]
+        if den < 0:
+            frac = float(np.clip(0.5 * (cs[i - 1] - cs[i + 1]) / den, -0.5, 0.5))
+    return float(lags[i] + frac)
+
+
+def estimate_offset(track: MotionTrack, loudness: np.ndarray, max_s: float = AUTO_MAX_S) -> float:
+    """Seconds by which the mouth (jaw opening) follows the speech loudness (+ = mouth late).
+
+    A jaw opens widest on a syllable's vowel, where the sound is loudest, so in sync the two
+    tracks peak together; the cross-correlation peak (sub-frame) measures any systematic lead
+    or lag of the mouth. Returns 0 for silent audio or a still mouth.
+    """
+    n = min(track.num_frames, len(loudness))
+    if n < 8:
+        return 0.0
+    fps = float(track.fps)
+    return best_lag(track.jaw_open[:n], np.asarray(loudness)[:n], max(1, int(round(max_s * fps)))) / fps
+
+
 def gaussian_smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
     """Centred Gaussian along axis 0 (zero phase: same as a forward-backward filter); edges mirror."""
     x = np.asarray(x)
@@ -59,8 +105,12 @@ def gaussian_smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
 
 
 def postprocess(track: MotionTrack, lip_align: bool = True, alignment_offset: float = 0.0,
-                smooth_motion: bool = True) -> MotionTrack:
-    """Return a new MotionTrack with lip alignment and/or smoothing applied (see module doc)."""
+                smooth_motion: bool = True, auto_align: bool = False,
+                loudness: np.ndarray | None = None) -> MotionTrack:
+    """Return a new MotionTrack with lip alignment and/or smoothing applied (see module doc).
+
+    `auto_align` (needs the speech `loudness` per frame): first remove the mouth's measured
+    lead or lag against the sound (`estimate_offset`), then apply `alignment_offset` on top."""
     from ..errors import SonicInputError
 
     try:
@@ -75,6 +125,10 @@ def postprocess(track: MotionTrack, lip_align: bool = True, alignment_offset: fl
     rot, trans = track.head_rotation.copy(), track.head_translation.copy()
     brow = track.brow_raise.copy()
 
+    if lip_align and auto_align:
+        if loudness is None:
+            raise SonicInputError("auto_align needs the speech loudness to measure the mouth's timing against.")
+        offset -= estimate_offset(track, loudness)
     if lip_align and offset != 0.0:
         jaw = shift_channel(jaw, offset * fps)
         lip = shift_channel(lip, offset * fps)

@@ -43,7 +43,7 @@ import torch
 
 from ..config import ENCODERS
 from ..errors import SonicInputError
-from ..system import usable_cpus
+from ..system import release_free_memory, usable_cpus
 from ..types import AudioClip
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
@@ -384,6 +384,11 @@ class Mp4Writer:
         self._container.mux(packets)
         self._frames_encoded = start + count
         self._encode_audio(final=False)
+        del packets
+        # Freed segments (frames, x264 instances) otherwise stay resident as heap fragmentation
+        # and RSS creeps up with the video's length (H100 1024², 1 vs 10 min: +19 % untrimmed,
+        # +8 % trimmed per segment; 10 min took 63.7 s untrimmed and 64.6 s trimmed).
+        release_free_memory()
 
     def _mux_ready(self, block: bool):
         while self._pending and (block or self._pending[0][2].done()):
@@ -447,15 +452,17 @@ def _tag_bt709(cc) -> None:
 
 
 def auto_segment_frames(width: int, height: int, workers: int, total_frames: int | None = None,
-                        budget_bytes: int = 768 << 20) -> int:
+                        budget_bytes: int = 768 << 20, rounds: int = 2) -> int:
     """Frames per parallel segment, 24-250: as long as the memory budget for `workers + 1`
     segments of yuv420p frames allows (longer segments = fewer IDR frames = smaller files),
-    and, when the video's length is known, no longer than an even share per worker (so a
-    short clip keeps every worker busy instead of leaving a last round to one or two)."""
+    and, when the video's length is known, no longer than an even share of `rounds` segments
+    per worker. One round would leave the last worker starting only when the renderer
+    reaches the clip's last segment; with two, the first segments finish early and the
+    tail after the last rendered frame is half as long."""
     per_frame = width * height * 3 // 2
     n = budget_bytes // (per_frame * (workers + 1))
     if total_frames:
-        n = min(n, -(-int(total_frames) // workers))
+        n = min(n, -(-int(total_frames) // (workers * max(1, int(rounds)))))
     return int(np.clip(n, 24, 250))
 
 

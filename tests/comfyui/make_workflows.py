@@ -66,7 +66,7 @@ def common(save_nodes, min_resolution=512, duration=0.0):
             ("face", "SONICTH_FACE", 4, 0, False, False), ("speech", "SONICTH_SPEECH", 5, 0, False, False),
             ("config", "SONICTH_CONFIG", 3, 0, False, False)]),
         node(7, "SonicTH_Postprocess", [720, 330], [300, 110], title="postprocess_node",
-             widgets=[("lip_align", True), ("alignment_offset", 0.0), ("smooth_motion", True)],
+             widgets=[("lip_align", True), ("alignment_offset", 0.0), ("smooth_motion", True), ("auto_align", False)],
              links=[("motion", "SONICTH_MOTION", 6, 0, False, False)]),
         node(8, "PreviewImage", [360, 560], [300, 300], title="face_preview",
              links=[("images", "IMAGE", 4, 1, False, False)]),
