@@ -44,7 +44,7 @@ EXPECTED_INPUTS = {
     "SonicTH_FaceLoader": ["image", "config", "face_index"],
     "SonicTH_AudioPreData": ["audio", "duration", "fps", "speech_features", "speech_model", "audio_encoder_output"],
     "SonicTH_Sampler": ["face", "speech", "config"],
-    "SonicTH_Postprocess": ["motion", "lip_align", "alignment_offset", "smooth_motion"],
+    "SonicTH_Postprocess": ["motion", "lip_align", "alignment_offset", "smooth_motion", "auto_align"],
     "SonicTH_Render": ["face", "motion"],
     "SonicTH_SaveMP4": ["face", "motion", "filename_prefix", "crf", "preset", "encoder"],
 }
