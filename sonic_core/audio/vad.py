@@ -117,6 +117,13 @@ def speech_probability(mono16k: np.ndarray, backend: str = "auto") -> np.ndarray
     return energy_probs(x)
 
 
+def runs(mask: np.ndarray, value: bool) -> list[tuple[int, int]]:
+    """[start, stop) of every maximal run of `value` in a boolean mask."""
+    m = np.asarray(mask, bool) == value
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], m, [False]]).astype(np.int8)))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
 def speech_mask(prob: np.ndarray, on: float = 0.5, off: float = 0.35, min_speech_s: float = 0.06,
                 min_silence_s: float = 0.12) -> np.ndarray:
     """Hysteresis + minimum durations: short blips are dropped, short gaps are bridged."""
@@ -125,19 +132,6 @@ def speech_mask(prob: np.ndarray, on: float = 0.5, off: float = 0.35, min_speech
     for i, p in enumerate(prob):
         state = p >= (off if state else on)
         m[i] = state
-
-    def runs(mask, value):
-        out, i = [], 0
-        while i < len(mask):
-            if mask[i] == value:
-                j = i
-                while j < len(mask) and mask[j] == value:
-                    j += 1
-                out.append((i, j))
-                i = j
-            else:
-                i += 1
-        return out
 
     for a, b in runs(m, False):
         if a > 0 and b < len(m) and (b - a) < min_silence_s * FRAME_RATE:

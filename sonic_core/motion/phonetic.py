@@ -166,17 +166,9 @@ def _band_centroid(feats: dict, band: str, i: int, j: int) -> float:
 def _short_gaps(speech: np.ndarray, max_len: int) -> np.ndarray:
     """Non-speech runs of at most `max_len` frames with speech on both sides."""
     out = np.zeros(len(speech), bool)
-    i, n = 0, len(speech)
-    while i < n:
-        if speech[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and not speech[j]:
-            j += 1
-        if i > 0 and j < n and j - i <= max_len:
+    for i, j in vad_mod.runs(speech, False):
+        if i > 0 and j < len(speech) and j - i <= max_len:
             out[i:j] = True
-        i = j
     return out
 
 
@@ -248,18 +240,8 @@ def _to_video(x: np.ndarray, n_video: int, fps: float) -> np.ndarray:
 
 # ------------------------------------------------------------------ head / eyes / brows
 def _pauses(speech_v: np.ndarray, fps: float, min_s: float = 0.3) -> list[tuple[int, int]]:
-    out, i, n = [], 0, len(speech_v)
-    while i < n:
-        if not speech_v[i]:
-            j = i
-            while j < n and not speech_v[j]:
-                j += 1
-            if i > 0 and (j - i) >= min_s * fps:
-                out.append((i, j))
-            i = j
-        else:
-            i += 1
-    return out
+    """Non-speech runs of at least `min_s` after some speech (the clip's lead-in is no phrase end)."""
+    return [(i, j) for i, j in vad_mod.runs(speech_v, False) if i > 0 and (j - i) >= min_s * fps]
 
 
 def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.random.Generator, blinks: bool):
