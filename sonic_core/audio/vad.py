@@ -65,20 +65,25 @@ def _silero_probs(x: np.ndarray, stream_windows: int = 32, warmup_windows: int =
     n = int(np.ceil(len(x) / win))
     L, W = stream_windows, warmup_windows
     B = int(np.ceil(n / L))
-    xp = np.zeros((B * L + W) * win, np.float32)
-    xp[W * win : W * win + len(x)] = x
-    # Stream b covers windows [b*L - W, (b+1)*L) of the original audio (zeros before the start).
-    windows = xp.reshape(-1, win)
-    idx = np.arange(B)[:, None] * L + np.arange(L + W)[None, :]
     probs = np.empty((B, L + W), np.float32)
     # optimized_execution(False): the profiling JIT would re-specialise the graph for every new
     # batch size (seconds each time) for no gain on a model this small.
     with _RUN_LOCK, torch.inference_mode(), torch.jit.optimized_execution(False):
         for s0 in range(0, B, 256):
-            part = torch.from_numpy(windows[idx[s0 : s0 + 256]])  # [<=256, L+W, win], built per batch
+            nb = min(256, B - s0)
+            # Stream b covers windows [b*L - W, (b+1)*L) of the audio (zeros outside it): this
+            # batch needs one contiguous span of windows, copied once; each step of the streams
+            # is then a strided view of it (no [streams, L+W, win] copy of the audio).
+            a = (s0 * L - W) * win
+            span = np.zeros(((nb * L + W) * win), np.float32)
+            lo, hi = max(a, 0), min(a + span.size, len(x))
+            if hi > lo:
+                span[lo - a: hi - a] = x[lo:hi]
+            rows = span.reshape(-1, win)
             model.reset_states()  # the model re-creates its state for a new batch size
             for i in range(L + W):
-                probs[s0 : s0 + part.shape[0], i] = model(part[:, i].contiguous(), RATE).reshape(-1).numpy()
+                step = torch.from_numpy(np.ascontiguousarray(rows[i: i + nb * L: L]))  # [nb, win]
+                probs[s0: s0 + nb, i] = model(step, RATE).reshape(-1).numpy()
     probs = probs[:, W:].reshape(-1)[:n]
     # Each window's probability describes its own 32 ms: resample to 100 Hz by window centre.
     t_win = (np.arange(n) + 0.5) * win / RATE
