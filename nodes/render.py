@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 
-from sonic_core.config import ENCODERS
+from sonic_core.config import ENCODERS, PRESETS
 
 from . import _runtime as rt
 
-PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
 WARN_IMAGE_BYTES = 8 << 30
 
 
@@ -62,14 +61,14 @@ class SonicTH_SaveMP4:
                                            "tooltip": "File name prefix inside the output folder; a counter is "
                                                       "added (sonic/Sonic_00001_.mp4)."}),
             "crf": ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": rt.config_docs().get("crf", "")}),
-            "preset": (PRESETS, {"default": "veryfast", "tooltip": rt.config_docs().get("preset", "")}),
+            "preset": (list(PRESETS), {"default": "auto", "tooltip": rt.config_docs().get("preset", "")}),
         }, "optional": {
             "encoder": (list(ENCODERS), {"default": "auto",
                                                             "tooltip": rt.config_docs().get("encoder", "")}),
         }}
 
     @rt.user_errors
-    def save(self, face, motion, filename_prefix="sonic/Sonic", crf=18, preset="veryfast", encoder="auto"):
+    def save(self, face, motion, filename_prefix="sonic/Sonic", crf=18, preset="auto", encoder="auto"):
         import folder_paths
 
         from sonic_core.comfy_io import render_to_mp4

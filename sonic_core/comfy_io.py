@@ -277,8 +277,7 @@ def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, d
     cfg = motion.config
     crf = cfg.crf if crf is None else int(crf)
     preset = cfg.preset if preset is None else str(preset)
-    if not 0 <= crf <= 51:
-        raise SonicInputError(f"Setting 'crf' must be between 0 and 51 (got {crf}).")
+    dataclasses.replace(cfg, crf=crf, preset=preset).validate()  # the same checks and messages as everywhere
     animator = make_animator(face, motion, device, model_dir)
     n = motion.track.num_frames
     write_mp4(animator, motion.track, motion.clip, path, crf, preset, on_chunk, encoder)

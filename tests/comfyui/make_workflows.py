@@ -90,7 +90,7 @@ def fast_graph():
 def long_graph():
     return common([
         node(9, "SonicTH_SaveMP4", [1080, 200], [420, 480], title="save_node",
-             widgets=[("filename_prefix", "sonic/sonic_long"), ("crf", 20), ("preset", "veryfast"), ("encoder", "auto")],
+             widgets=[("filename_prefix", "sonic/sonic_long"), ("crf", 20), ("preset", "auto"), ("encoder", "auto")],
              links=[("face", "SONICTH_FACE", 4, 0, False, False), ("motion", "SONICTH_MOTION", 7, 0, False, False)]),
     ])
 
