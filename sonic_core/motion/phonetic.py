@@ -259,7 +259,7 @@ def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.rando
             if ok[i]:
                 last = float(np.clip(st[i], -6, 6))
             pitch[i] = last
-        pitch = _attack_release(pitch - 0.0, fps, 0.25, 0.25)
+        pitch = _attack_release(pitch, fps, 0.25, 0.25)
     noise = _smooth_noise(rng, n, fps, 3.5, 5)
     slow = _smooth_noise(rng, n, fps, 9.0, 3)
     amp = (0.55 + 0.6 * energy)[:, None]
@@ -279,7 +279,6 @@ def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.rando
     emph = np.clip(loud - 0.55, 0, None) * 2 + np.clip(pitch, 0, None) / 6.0
     emph = np.where(speech_v, emph, 0.0)
     brow = np.zeros(n)
-    last = -1e9
     order = np.argsort(-emph)
     picked = []
     for i in order:
@@ -292,7 +291,6 @@ def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.rando
         tt = (k - i) / fps
         shape = np.where(tt < 0, 1 + tt / 0.12, np.where(tt < 0.3, 1.0, np.exp(-(tt - 0.3) / 0.2)))
         brow[k] = np.maximum(brow[k], np.clip(shape, 0, 1) * min(1.0, 0.5 + emph[i] / 2))
-    del last
     if blinks:
         blink = blink_track(n, fps, rng, per_minute=11.0)
         for a, _ in pauses:
@@ -361,7 +359,7 @@ def mouth_channels(an: dict) -> dict[str, np.ndarray]:
         closures = []
     jaw = np.where(speech, jaw, 0.0)
     # Soft edges at speech on/offsets (10 ms attack, 40 ms release) so the mouth does not pop.
-    jaw = np.minimum(jaw, _attack_release(jaw, AR, 0.012, 0.04) * 1.0 + 0.0 * jaw)
+    jaw = np.minimum(jaw, _attack_release(jaw, AR, 0.012, 0.04))
     return {"jaw": jaw.astype(np.float32), "width": ch["width"], "pucker": ch["pucker"], "tuck": ch["tuck"],
             "closures": closures}
 
