@@ -39,7 +39,8 @@ from sonic_core.config import GenerateConfig  # noqa: E402
 from sonic_core.face import FaceAnalyzer  # noqa: E402
 from sonic_core.models import ensure_face_models  # noqa: E402
 from sonic_core.pipeline import Animator, generate, make_motion, prepare_portrait  # noqa: E402
-from sonic_core.video.writer import Mp4Writer, choose_encoder  # noqa: E402
+from sonic_core.video.writer import _X264_SCRIPT, Mp4Writer, choose_encoder  # noqa: E402
+from sonic_core.workers.pool import warm_pool  # noqa: E402
 
 IMAGE = REPO / "assets" / "grace_hopper.jpg"
 
@@ -166,6 +167,9 @@ def bench_encoders(res: int, audio: Path, device: torch.device, models_dir, anal
     rows = []
     for preset in presets:
         for workers in workers_list:
+            if workers > 1:  # x264 worker processes started and loaded, as in a running server
+                warm_pool(_X264_SCRIPT, keep=workers).warm(workers)
+                time.sleep(1.0)
             out = tmp / f"sweep_{preset}_{workers}.mp4"
             _, dt = timed(lambda: _encode(out, res, cfg.fps, clip, chunks, preset, workers), device)
             rows.append({"preset": preset, "workers": workers, "fps": n / dt, "seconds": dt,
@@ -219,8 +223,10 @@ def memory_child(seconds: float, res: int, device: str, models_dir: str, out: st
         generate(IMAGE, audio, out, GenerateConfig(min_resolution=res), device=device, model_dir=models_dir)
         wall = time.perf_counter() - t
     rss = _peak_rss_gb()
+    workers = _workers_peak_rss_gb()
     vram = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else 0.0
-    print(json.dumps({"seconds": seconds, "resolution": res, "peak_rss_gb": rss, "peak_vram_gb": vram, "wall_s": wall,
+    print(json.dumps({"seconds": seconds, "resolution": res, "peak_rss_gb": rss, "workers_peak_rss_gb": workers,
+                      "total_peak_rss_gb": rss + workers, "peak_vram_gb": vram, "wall_s": wall,
                       "rss_after_torch_init_gb": base, **_rss_split_gb()}))
 
 
@@ -232,6 +238,22 @@ def _peak_rss_gb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1e6
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _workers_peak_rss_gb() -> float:
+    """Sum of the peak resident sets of this process's warm worker children (x264 segments,
+    phone decoders), which stay alive after the job: an upper bound of their joint peak."""
+    me, total = str(os.getpid()), 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] != me:
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+        except OSError:
+            continue
+    return total / 1e6
 
 
 def _rss_split_gb() -> dict:
@@ -317,7 +339,8 @@ def main() -> None:
                 print(f"  {r['seconds']:6.0f} s audio: peak RSS {r['peak_rss_gb']:.2f} GB (of which torch/CUDA "
                       f"start-up {r['rss_after_torch_init_gb']:.2f} GB), peak VRAM {r['peak_vram_gb']:.2f} GB, "
                       f"{r['wall_s']:.1f} s; at the end: anonymous {r.get('end_rssanon_gb', 0):.2f} GB, "
-                      f"file-backed {r.get('end_rssfile_gb', 0):.2f} GB")
+                      f"file-backed {r.get('end_rssfile_gb', 0):.2f} GB; worker processes' peaks add "
+                      f"{r['workers_peak_rss_gb']:.2f} GB (total {r['total_peak_rss_gb']:.2f} GB)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

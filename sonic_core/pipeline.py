@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,6 +28,7 @@ from .motion import loudness_motion
 from .types import AudioClip, MotionTrack, Portrait, SpeechFeatures
 
 Progress = Callable[[int, int], None]
+OVERLAP_MOTION_MAX_S = 60.0  # clips up to this long compute motion while the face is analysed
 
 
 @dataclass
@@ -274,14 +276,24 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
 
     clip, speech = prepare_audio(audio, cfg, dev)
     lap("audio")
-    ensure_face_models(model_dir)
-    analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
-    portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
-    lap("face")
-    animator = Animator(portrait, crop, lm, cfg, dev, model_dir)  # while phones decode in child processes
-    lap("setup")
-    track = make_motion(speech, cfg)
-    lap("motion")
+    # The motion model needs only the speech: it runs on its own thread (numpy/torch CPU work
+    # that mostly releases the GIL, then the wait for the phone children) while this thread
+    # finds the face and builds the renderer; "motion" is then the time still waited for it.
+    # Its working memory grows with the clip, so long clips run it after setup instead, where
+    # its peak does not add to the face analysis' and renderer's.
+    motion_thread = ThreadPoolExecutor(1, thread_name_prefix="sonic-motion")
+    try:
+        motion = motion_thread.submit(make_motion, speech, cfg) if clip.duration <= OVERLAP_MOTION_MAX_S else None
+        ensure_face_models(model_dir)
+        analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
+        portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
+        lap("face")
+        animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
+        lap("setup")
+        track = motion.result() if motion is not None else make_motion(speech, cfg)
+        lap("motion")
+    finally:
+        motion_thread.shutdown(wait=False)  # a face error does not wait for the motion model
     n = track.num_frames
     write_mp4(animator, track, clip, out, cfg.crf, cfg.preset, progress)
     lap("render_encode")

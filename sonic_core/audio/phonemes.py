@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..system import usable_cpus
-from . import _phone_worker
+from ..workers import phone_decoder
+from ..workers.pool import TIMEOUT_S, WarmPool, WorkerError, child_env, warm_pool
 
 RATE = 16000
 log = logging.getLogger(__name__)
@@ -61,16 +62,27 @@ def _cut_points(x: np.ndarray, piece_s: float) -> list[int]:
 
 
 def _decode_in_child(pcm: bytes) -> list[tuple[str, int, int, float]]:
-    """Decode in a fresh `python _phone_worker.py` (own process: no GIL shared with the engine)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.run([sys.executable, "-u", _WORKER], input=pcm, capture_output=True, env=env, timeout=600)
+    """Decode in a one-off `python phone_decoder.py` (the fallback when a warm child fails:
+    it reports the child's error output)."""
+    proc = subprocess.run([sys.executable, "-u", _WORKER], input=pcm, capture_output=True, env=child_env(),
+                          timeout=TIMEOUT_S)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode(errors="replace").strip()[-300:] or f"exit code {proc.returncode}")
-    out = []
-    for line in proc.stdout.decode().splitlines():
-        word, a, b, p = line.split()
-        out.append((word, int(a), int(b), float(p)))
-    return out
+    return phone_decoder.parse_segments(proc.stdout.decode())
+
+
+KEEP_WARM = 4  # idle decoders kept (~60 MB each): a 15 s clip decodes in 4-5 pieces; longer clips start more
+
+
+def decode_piece(pcm: bytes, pool: WarmPool | None = None) -> list[tuple[str, int, int, float]]:
+    """Decode one piece in a warm decoder child (this process's pool unless `pool` is given);
+    if that fails, in a one-off child."""
+    try:
+        reply = (pool or warm_pool(_WORKER, keep=KEEP_WARM)).call([pcm])
+    except WorkerError as e:
+        log.debug("warm phone decoder failed (%s); decoding in a one-off child", e)
+        return _decode_in_child(pcm)
+    return phone_decoder.parse_segments(reply.decode())
 
 
 class PhoneJob:
@@ -108,8 +120,7 @@ class PhoneJob:
         self._pieces = list(itertools.pairwise(_cut_points(x, piece)))
         if not in_process:
             self._pool = ThreadPoolExecutor(min(workers, len(self._pieces)), thread_name_prefix="sonic-phones")
-            self._futures = [self._pool.submit(lambda a=a, b=b: _decode_in_child(self._pcm(a, b)))
-                             for a, b in self._pieces]
+            self._futures = [self._pool.submit(lambda a=a, b=b: decode_piece(self._pcm(a, b))) for a, b in self._pieces]
 
     def _pcm(self, a: int, b: int) -> bytes:
         return (np.clip(self._x[a:b] * self._gain, -1, 1) * 32767).astype(np.int16).tobytes()
@@ -129,8 +140,8 @@ class PhoneJob:
                     log.debug("phone recognition child failed (%s); decoding in this process", e)
             if segs is None:
                 try:
-                    decoder = decoder or _phone_worker.make_decoder()
-                    segs = _phone_worker.decode(self._pcm(a, b), decoder)
+                    decoder = decoder or phone_decoder.make_decoder()
+                    segs = phone_decoder.decode(self._pcm(a, b), decoder)
                 except RuntimeError as e:  # installed but unusable (e.g. its model files are missing)
                     log.warning("pocketsphinx could not start (%s); mouth shapes fall back to acoustic cues", e)
                     self._finish(None)
@@ -155,7 +166,7 @@ class PhoneJob:
 
 _SILENCE_TOKENS = {"<S>", "</S>", "<SIL>", "SIL", "+BREATH+", "+NSN+"}
 _NOISE_TOKENS = {"+SPN+", "+COUGH+", "+NOISE+", "+UM+", "+UH+"}
-_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_phone_worker.py")
+_WORKER = os.path.abspath(phone_decoder.__file__)
 
 
 def recognize_phones(mono16k: np.ndarray, chunk_s: float = 30.0, workers: int = 0) -> list[PhoneSegment] | None:

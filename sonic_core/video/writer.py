@@ -19,13 +19,15 @@
   background thread with a bounded queue, so the renderer can compute the next chunk
   meanwhile. An error in that thread is raised on the next ``write()`` or ``close()``.
 * ``workers > 1`` (libx264 only) encodes consecutive *segments* of the video with that many
-  independent x264 instances in parallel threads (PyAV releases the GIL while encoding).
-  One x264, even with its own frame threads, tops out near 100 fps at 1024² however many
-  cores a GPU server has; segments scale with cores. Each segment is a closed GOP that
-  starts with an IDR frame and every instance is opened with identical settings, so all
-  share one SPS/PPS and their packets, re-timed, form one valid H.264 stream (checked at
-  run time: a differing header raises instead of writing a broken file). Memory: at most
-  ``workers + 1`` segments of frames are held, independent of the video's length.
+  independent x264 instances at once. One x264, even with its own frame threads, tops out
+  near 100 fps at 1024² however many cores a GPU server has; segments scale with cores.
+  Each segment is a closed GOP that starts with an IDR frame and every instance is opened
+  with identical settings, so all share one SPS/PPS and their packets, re-timed, form one
+  valid H.264 stream (checked at run time: a differing header raises instead of writing a
+  broken file). The instances run in warm worker processes (``workers/x264_segment.py``;
+  ``processes=False`` or a child that cannot start: in threads, same bytes out), because in
+  threads their per-frame returns to Python take the GIL from the renderer. Memory: at
+  most ``workers + 1`` segments of frames are held, independent of the video's length.
 """
 from __future__ import annotations
 
@@ -46,7 +48,10 @@ from ..config import ENCODERS
 from ..errors import SonicInputError
 from ..system import release_free_memory, usable_cpus
 from ..types import AudioClip
-from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
+from ..workers import x264_segment
+from ..workers.pool import WorkerError, warm_pool
+from ..workers.x264_segment import tag_bt709, video_frame
+from av.video.reformatter import VideoReformatter
 
 from .colour import _as_tensor, rgb_to_yuv420p
 
@@ -56,6 +61,7 @@ AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 1200
 AAC_FRAME = 1024
 _NTSC_BASES = (24, 30, 48, 60, 120)
 _STOP = object()
+_X264_SCRIPT = os.path.abspath(x264_segment.__file__)
 
 
 def as_fraction(fps) -> Fraction:
@@ -118,6 +124,7 @@ class Mp4Writer:
         workers: int = 1,
         segment_frames: int = 0,
         total_frames: int | None = None,
+        processes: bool = True,
     ):
         width, height = int(width), int(height)
         if width <= 0 or height <= 0:
@@ -136,6 +143,8 @@ class Mp4Writer:
         self._error: BaseException | None = None
         self._worker: threading.Thread | None = None
         self._sws = VideoReformatter()  # cached swscale context for CPU frames
+        self._ring: _PinnedRing | None = None  # host buffers for GPU frames, made on the first
+        self._ring_slots = max(1, int(queue_chunks)) + 1 if encode_ahead else 1  # queued + being encoded
         self._codec, self._crf, self._preset, self._threads = codec, int(crf), str(preset), int(threads)
         self.workers = max(1, int(workers)) if codec == "libx264" else 1
         if self.workers > 1:
@@ -144,6 +153,12 @@ class Mp4Writer:
             self._segment: list = []  # (kind, row) of the segment being filled
             self._pending: deque[tuple[int, int, Future]] = deque()  # (first frame, frames, future) in order
             self._segment_start = 0
+            # x264 in warm worker processes: in threads, its per-frame returns to Python contend
+            # with the renderer for the GIL (1024² render 1280 -> 102 frames/s beside 8 x264
+            # threads, 980 beside 8 processes). Started now, they load while frames render.
+            self._procs = warm_pool(_X264_SCRIPT, keep=self.workers) if processes else None
+            if self._procs is not None:
+                self._procs.warm(self.workers)
 
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
@@ -181,7 +196,7 @@ class Mp4Writer:
         cc = st.codec_context
         cc.time_base = Fraction(1, 1) / self.fps
         cc.thread_count = int(threads)
-        _tag_bt709(cc)
+        tag_bt709(cc)
         self._vstream = st
 
     def _setup_audio(self, audio: AudioClip | None, bitrate):
@@ -231,7 +246,9 @@ class Mp4Writer:
                 arr = arr.copy()
             item = ("rgb", arr)
         else:
-            item = ("yuv", _download(rgb_to_yuv420p(t)))
+            if self._ring is None:
+                self._ring = _PinnedRing(self._ring_slots)
+            item = ("yuv", self._ring.download(rgb_to_yuv420p(t), self._raise_worker_error))
         if self._worker is None:
             self._encode(item)
         else:
@@ -296,6 +313,8 @@ class Mp4Writer:
             if item is _STOP:
                 return
             if self._error is not None:
+                if isinstance(item[1], _Download):
+                    item[1].release()
                 continue  # drain after a failure so the caller never blocks
             try:
                 self._encode(item)
@@ -321,18 +340,8 @@ class Mp4Writer:
             err = self._error
             raise err
 
-    def _yuv_frame(self, kind: str, row: np.ndarray, sws: VideoReformatter | None = None) -> av.VideoFrame:
-        if kind == "yuv":
-            frame = av.VideoFrame.from_ndarray(row.reshape(self.height * 3 // 2, self.width), format="yuv420p")
-        else:
-            frame = (sws or self._sws).reformat(
-                av.VideoFrame.from_ndarray(row, format="rgb24"), format="yuv420p",
-                dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
-                interpolation=Interpolation.AREA,
-            )
-        frame.colorspace = 1
-        frame.color_range = 1
-        return frame
+    def _yuv_frame(self, kind: str, row: np.ndarray) -> av.VideoFrame:
+        return video_frame(kind, row, self.width, self.height, self._sws)
 
     def _encode(self, item):
         """Encode one chunk: ("yuv", packed I420 [B, H*W*3/2]) or ("rgb", [B, H, W, 3] uint8),
@@ -369,25 +378,20 @@ class Mp4Writer:
         self._segment_start += len(rows)
 
     def _encode_segment(self, rows: list) -> tuple[list, bytes | None]:
-        """One closed GOP from a fresh x264 with the stream's settings (runs on a pool thread)."""
-        sws = VideoReformatter()
-        cc = av.CodecContext.create(self._codec, "w")
-        cc.width, cc.height, cc.pix_fmt = self.width, self.height, "yuv420p"
-        cc.time_base = Fraction(1, 1) / self.fps
-        cc.framerate = self.fps
-        cc.thread_count = self._threads or max(1, usable_cpus() // self.workers)
-        cc.flags |= av.codec.context.Flags.global_header
-        _tag_bt709(cc)
-        cc.options = _codec_options(self._codec, self._crf, self._preset)
-        cc.open()
-        packets = []
-        for i, (kind, row) in enumerate(rows):
-            frame = self._yuv_frame(kind, row, sws)
-            frame.pts = i
-            frame.time_base = cc.time_base
-            packets += cc.encode(frame)
-        packets += cc.encode(None)
-        return packets, cc.extradata
+        """One closed GOP from a fresh x264 with the stream's settings (runs on a pool thread,
+        which hands the frames to a worker process when one can be had)."""
+        spec = {"codec": self._codec, "width": self.width, "height": self.height,
+                "fps": [self.fps.numerator, self.fps.denominator],
+                "threads": self._threads or max(1, usable_cpus() // self.workers),
+                "options": _codec_options(self._codec, self._crf, self._preset), "kind": rows[0][0]}
+        procs = self._procs
+        if procs is not None and all(kind == spec["kind"] for kind, _ in rows):
+            try:
+                return x264_segment.unpack_reply(procs.call([x264_segment.pack_request(spec)] + [row for _, row in rows]))
+            except WorkerError as e:  # encode here instead: same settings, same stream
+                log.warning("x264 worker process failed (%s); this video's segments are encoded in threads", e)
+                self._procs = None
+        return x264_segment.encode_segment(spec, rows)
 
     def _mux_head(self):
         start, count, fut = self._pending.popleft()
@@ -516,14 +520,6 @@ class Mp4Writer:
             pass
 
 
-def _tag_bt709(cc) -> None:
-    """BT.709 primaries/transfer/matrix, limited range: what colour.py and swscale produce."""
-    cc.colorspace = 1  # AVCOL_SPC_BT709
-    cc.color_primaries = 1  # AVCOL_PRI_BT709
-    cc.color_trc = 1  # AVCOL_TRC_BT709
-    cc.color_range = 1  # AVCOL_RANGE_MPEG (limited)
-
-
 def auto_segment_frames(width: int, height: int, workers: int, total_frames: int | None = None,
                         budget_bytes: int = 768 << 20, rounds: int = 2) -> int:
     """Frames per parallel segment, 24-250: as long as the memory budget for `workers + 1`
@@ -572,35 +568,71 @@ def auto_workers(width: int, height: int, cpus: int | None = None) -> int:
     return int(min(8, cpus // 2))
 
 
-class _Download:
-    """A device -> host copy in flight: pinned (page-locked) host memory, filled asynchronously.
+class _PinnedRing:
+    """A fixed few page-locked host buffers that carry rendered chunks off the GPU, reused chunk
+    after chunk.
 
     A pageable copy of one 64-frame chunk at 1024² (100 MB of I420) took 89 ms on an H100 host
     (1.1 GB/s, serial on the thread that also drives the renderer); into pinned memory it takes
     2.5 ms and need not block at all: `write()` returns at once, the renderer queues the next
     chunk, and the encoder thread waits on the copy's event only when it needs the pixels.
-    Pinned blocks come from torch's caching host allocator, so they are reused chunk to chunk.
+    It then copies them out to ordinary memory (~15 ms, GIL released) and hands the buffer
+    back, so pinned memory is `slots` chunks whatever the clip's length. (Holding the pinned
+    chunks until their last frame was encoded let torch's caching host allocator grow to
+    16-17 blocks, 1.8 GB, and peak RSS of a 10-minute clip 6-18 % above a 1-minute one.)
     """
 
-    def __init__(self, src: torch.Tensor):
-        self.host = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-        self.host.copy_(src, non_blocking=True)
+    def __init__(self, slots: int):
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(slots):
+            self._free.put(None)  # allocated on first use, sized to the chunk
+
+    def download(self, src: torch.Tensor, check):
+        """Start copying `src` (CUDA) into a free buffer: a `_Download`, or a numpy array where
+        no pinned memory can be had. `check()` runs while no buffer is free (it raises the
+        encoder thread's error instead of waiting forever)."""
+        while True:
+            try:
+                buf = self._free.get(timeout=0.2)
+                break
+            except queue.Empty:
+                check()
+        try:
+            if buf is None or buf.numel() < src.numel():
+                buf = None
+                buf = torch.empty(src.numel(), dtype=src.dtype, pin_memory=True)
+            return _Download(self, buf, src)
+        except RuntimeError as e:
+            log.debug("pinned host copy unavailable (%s)", e)
+            self._free.put(buf)
+            return src.cpu().numpy()
+
+    def give_back(self, buf) -> None:
+        self._free.put(buf)
+
+
+class _Download:
+    """One chunk's device -> host copy in flight into a `_PinnedRing` buffer."""
+
+    def __init__(self, ring: _PinnedRing, buf: torch.Tensor, src: torch.Tensor):
+        self.ring, self.buf = ring, buf
+        self.view = buf[:src.numel()].view(src.shape)
+        self.view.copy_(src, non_blocking=True)
         self.ready = torch.cuda.Event()
         self.ready.record()
 
     def wait(self) -> np.ndarray:
+        """The pixels in ordinary memory; the pinned buffer goes back to the ring at once."""
         self.ready.synchronize()
-        return self.host.numpy()
+        out = self.view.numpy().copy()
+        self.release()
+        return out
 
-
-def _download(t: torch.Tensor):
-    """Host copy of a device tensor: a `_Download` for CUDA, else a plain numpy array."""
-    if t.device.type == "cuda":
-        try:
-            return _Download(t)
-        except RuntimeError as e:  # no pinned memory to be had: fall back to a pageable copy
-            log.debug("pinned host copy unavailable (%s)", e)
-    return t.cpu().numpy()
+    def release(self) -> None:
+        if self.buf is not None:
+            self.ready.synchronize()  # the copy must finish before the buffer is reused
+            self.ring.give_back(self.buf)
+            self.buf = self.view = None
 
 
 class _Aborted(Exception):

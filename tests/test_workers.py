@@ -1,0 +1,159 @@
+"""Warm worker processes: pocketsphinx decoding gives the same phones as a one-off decode,
+children are reused, replaced when they die and gone when idle (real synthesized speech,
+real child processes)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from sonic_core.audio import phonemes
+from sonic_core.workers.pool import WarmPool
+
+from .espeak_timing import speak_with_phonemes
+
+needs_pocketsphinx = pytest.mark.skipif(not phonemes.available(), reason="pocketsphinx is not installed")
+
+
+@pytest.fixture(scope="module")
+def pcm_pieces():
+    s, rate, _ = speak_with_phonemes("Bob made a map of my bay. We will meet by the mill at noon.", voice="en-us")
+    x = resample_poly(np.asarray(s, np.float64), 16000, rate)
+    pcm = (np.clip(x / np.abs(x).max() * 0.7, -1, 1) * 32767).astype(np.int16).tobytes()
+    half = len(pcm) // 4 * 2
+    return [pcm[:half], pcm[half:]]
+
+
+@needs_pocketsphinx
+def test_pooled_decoding_equals_a_one_off_child_and_reuses_its_children(pcm_pieces):
+    pool = WarmPool(phonemes._WORKER, keep=2)
+    try:
+        expected = [phonemes._decode_in_child(p) for p in pcm_pieces]
+        assert all(len(e) > 5 for e in expected)
+        first = [phonemes.decode_piece(p, pool) for p in pcm_pieces]
+        pids = {c.proc.pid for c in pool._idle}
+        # the same piece again, through a child that decoded another piece before: no state carries over
+        second = [phonemes.decode_piece(p, pool) for p in reversed(pcm_pieces)][::-1]
+        assert first == expected and second == expected
+        assert len(pids) == 1 and {c.proc.pid for c in pool._idle} == pids  # sequential use: one warm child
+    finally:
+        pool.close()
+
+
+@needs_pocketsphinx
+def test_a_dead_child_is_replaced_and_an_idle_one_exits(pcm_pieces):
+    expected = phonemes._decode_in_child(pcm_pieces[0])
+    pool = WarmPool(phonemes._WORKER, keep=1, idle_s=1.0)
+    try:
+        assert phonemes.decode_piece(pcm_pieces[0], pool) == expected
+        dead = pool._idle[0]
+        dead.proc.kill()
+        dead.proc.wait()
+        assert phonemes.decode_piece(pcm_pieces[0], pool) == expected  # seen dead when handed out: a new child
+        survivor = pool._idle[0]
+        assert survivor.proc.pid != dead.proc.pid
+        deadline = time.monotonic() + 10
+        while survivor.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert survivor.proc.poll() == 0  # left by itself after idle_s without work
+        assert phonemes.decode_piece(pcm_pieces[0], pool) == expected
+    finally:
+        pool.close()
+
+
+@needs_pocketsphinx
+def test_a_child_that_dies_during_a_request_still_gets_the_piece_decoded(pcm_pieces, monkeypatch):
+    expected = phonemes._decode_in_child(pcm_pieces[1])
+    pool = WarmPool(phonemes._WORKER, keep=1)
+    try:
+        phonemes.decode_piece(pcm_pieces[0], pool)
+        child = pool._idle[0]
+        monkeypatch.setattr(child, "fresh", lambda: True)  # it passes the check, then dies
+        child.proc.kill()
+        child.proc.wait()
+        assert phonemes.decode_piece(pcm_pieces[1], pool) == expected
+        assert pool._idle == []  # the dead child was not handed back
+    finally:
+        pool.close()
+
+
+@needs_pocketsphinx
+def test_jobs_beyond_the_limit_wait_for_a_child_instead_of_starting_more(pcm_pieces):
+    expected = phonemes._decode_in_child(pcm_pieces[0])
+    pool = WarmPool(phonemes._WORKER, keep=1, limit=1)
+    seen, results = set(), []
+    original = pool._acquire
+
+    def acquire():
+        child = original()
+        seen.add(child.proc.pid)
+        return child
+
+    pool._acquire = acquire
+    try:
+        threads = [threading.Thread(target=lambda: results.append(phonemes.decode_piece(pcm_pieces[0], pool)))
+                   for _ in range(3)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert results == [expected] * 3 and len(seen) == 1 and pool._live == 1
+    finally:
+        pool.close()
+
+
+def _face_frames(n: int, size: int = 256) -> np.ndarray:
+    """A real photo, panned a pixel per frame: content x264 must actually code."""
+    from PIL import Image
+
+    from .conftest import EXAMPLES
+
+    img = np.asarray(Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB").resize((size + n, size)))
+    return np.stack([img[:, i:i + size] for i in range(n)])
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_x264_segments_in_worker_processes_write_the_same_file_as_threads(tmp_path, monkeypatch, broken):
+    from sonic_core.video import writer as writer_mod
+    from sonic_core.workers import pool as pool_mod
+
+    frames = _face_frames(60)
+
+    def write(name, processes):
+        out = tmp_path / name
+        with writer_mod.Mp4Writer(out, 256, 256, 25, workers=3, segment_frames=16, processes=processes,
+                                  encode_ahead=True) as w:
+            for k in range(0, len(frames), 16):
+                w.write(frames[k:k + 16])
+        return out.read_bytes()
+
+    threads = write("threads.mp4", False)
+    if broken:  # a worker that cannot start: the segments are encoded in threads instead
+        monkeypatch.setattr(writer_mod, "_X264_SCRIPT", str(tmp_path / "missing.py"))
+    procs = write("processes.mp4", True)
+    assert procs == threads
+    info = writer_mod.probe_mp4(tmp_path / "processes.mp4")
+    assert info["video_frames"] == 60
+    if not broken:
+        pool = pool_mod.warm_pool(writer_mod._X264_SCRIPT, keep=3)
+        assert 1 <= len(pool._idle) <= 3 and all(c.proc.poll() is None for c in pool._idle)
+
+
+def test_a_failed_request_is_reported_and_the_next_one_gets_a_new_child():
+    from sonic_core.video import writer as writer_mod
+    from sonic_core.workers import x264_segment
+    from sonic_core.workers.pool import WorkerError
+
+    frames = _face_frames(4, size=64)
+    spec = {"codec": "libx264", "width": 64, "height": 64, "fps": [25, 1], "threads": 1,
+            "options": {"crf": "18", "preset": "veryfast"}, "kind": "rgb"}
+    pool = WarmPool(writer_mod._X264_SCRIPT, keep=1)
+    try:
+        with pytest.raises(WorkerError, match="no_such_codec"):
+            pool.call([x264_segment.pack_request({**spec, "codec": "no_such_codec"})] + list(frames))
+        assert pool._idle == [] and pool._live == 0  # the child that failed is not handed out again
+        packets, extradata = x264_segment.unpack_reply(pool.call([x264_segment.pack_request(spec)] + list(frames)))
+        assert len(packets) == 4 and packets[0].is_keyframe and extradata
+    finally:
+        pool.close()
