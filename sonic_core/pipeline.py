@@ -281,9 +281,10 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     # finds the face and builds the renderer; "motion" is then the time still waited for it.
     # Its working memory grows with the clip, so long clips run it after setup instead, where
     # its peak does not add to the face analysis' and renderer's.
-    motion_thread = ThreadPoolExecutor(1, thread_name_prefix="sonic-motion")
+    overlap = clip.duration <= OVERLAP_MOTION_MAX_S
+    motion_thread = ThreadPoolExecutor(1, thread_name_prefix="sonic-motion") if overlap else None
     try:
-        motion = motion_thread.submit(make_motion, speech, cfg) if clip.duration <= OVERLAP_MOTION_MAX_S else None
+        motion = motion_thread.submit(make_motion, speech, cfg) if overlap else None
         ensure_face_models(model_dir)
         analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
         portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
@@ -293,7 +294,8 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
         track = motion.result() if motion is not None else make_motion(speech, cfg)
         lap("motion")
     finally:
-        motion_thread.shutdown(wait=False)  # a face error does not wait for the motion model
+        if motion_thread is not None:
+            motion_thread.shutdown(wait=False)  # a face error does not wait for the motion model
     n = track.num_frames
     write_mp4(animator, track, clip, out, cfg.crf, cfg.preset, progress)
     lap("render_encode")

@@ -18,6 +18,20 @@ from .espeak_timing import speak_with_phonemes
 needs_pocketsphinx = pytest.mark.skipif(not phonemes.available(), reason="pocketsphinx is not installed")
 
 
+@pytest.fixture
+def make_pool():
+    """WarmPool(...) that is closed (children and all) when the test ends."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(WarmPool(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.close()
+
+
 @pytest.fixture(scope="module")
 def pcm_pieces():
     s, rate, _ = speak_with_phonemes("Bob made a map of my bay. We will meet by the mill at noon.", voice="en-us")
@@ -28,62 +42,53 @@ def pcm_pieces():
 
 
 @needs_pocketsphinx
-def test_pooled_decoding_equals_a_one_off_child_and_reuses_its_children(pcm_pieces):
-    pool = WarmPool(phonemes._WORKER, keep=2)
-    try:
-        expected = [phonemes._decode_in_child(p) for p in pcm_pieces]
-        assert all(len(e) > 5 for e in expected)
-        first = [phonemes.decode_piece(p, pool) for p in pcm_pieces]
-        pids = {c.proc.pid for c in pool._idle}
-        # the same piece again, through a child that decoded another piece before: no state carries over
-        second = [phonemes.decode_piece(p, pool) for p in reversed(pcm_pieces)][::-1]
-        assert first == expected and second == expected
-        assert len(pids) == 1 and {c.proc.pid for c in pool._idle} == pids  # sequential use: one warm child
-    finally:
-        pool.close()
+def test_pooled_decoding_equals_a_one_off_child_and_reuses_its_children(pcm_pieces, make_pool):
+    pool = make_pool(phonemes._WORKER, keep=2)
+    expected = [phonemes._decode_in_child(p) for p in pcm_pieces]
+    assert all(len(e) > 5 for e in expected)
+    first = [phonemes.decode_piece(p, pool) for p in pcm_pieces]
+    pids = {c.proc.pid for c in pool._idle}
+    # the same piece again, through a child that decoded another piece before: no state carries over
+    second = [phonemes.decode_piece(p, pool) for p in reversed(pcm_pieces)][::-1]
+    assert first == expected and second == expected
+    assert len(pids) == 1 and {c.proc.pid for c in pool._idle} == pids  # sequential use: one warm child
 
 
 @needs_pocketsphinx
-def test_a_dead_child_is_replaced_and_an_idle_one_exits(pcm_pieces):
+def test_a_dead_child_is_replaced_and_an_idle_one_exits(pcm_pieces, make_pool):
     expected = phonemes._decode_in_child(pcm_pieces[0])
-    pool = WarmPool(phonemes._WORKER, keep=1, idle_s=1.0)
-    try:
-        assert phonemes.decode_piece(pcm_pieces[0], pool) == expected
-        dead = pool._idle[0]
-        dead.proc.kill()
-        dead.proc.wait()
-        assert phonemes.decode_piece(pcm_pieces[0], pool) == expected  # seen dead when handed out: a new child
-        survivor = pool._idle[0]
-        assert survivor.proc.pid != dead.proc.pid
-        deadline = time.monotonic() + 10
-        while survivor.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert survivor.proc.poll() == 0  # left by itself after idle_s without work
-        assert phonemes.decode_piece(pcm_pieces[0], pool) == expected
-    finally:
-        pool.close()
+    pool = make_pool(phonemes._WORKER, keep=1, idle_s=1.0)
+    assert phonemes.decode_piece(pcm_pieces[0], pool) == expected
+    dead = pool._idle[0]
+    dead.proc.kill()
+    dead.proc.wait()
+    assert phonemes.decode_piece(pcm_pieces[0], pool) == expected  # seen dead when handed out: a new child
+    survivor = pool._idle[0]
+    assert survivor.proc.pid != dead.proc.pid
+    deadline = time.monotonic() + 10
+    while survivor.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert survivor.proc.poll() == 0  # left by itself after idle_s without work
+    assert phonemes.decode_piece(pcm_pieces[0], pool) == expected
 
 
 @needs_pocketsphinx
-def test_a_child_that_dies_during_a_request_still_gets_the_piece_decoded(pcm_pieces, monkeypatch):
+def test_a_child_that_dies_during_a_request_still_gets_the_piece_decoded(pcm_pieces, monkeypatch, make_pool):
     expected = phonemes._decode_in_child(pcm_pieces[1])
-    pool = WarmPool(phonemes._WORKER, keep=1)
-    try:
-        phonemes.decode_piece(pcm_pieces[0], pool)
-        child = pool._idle[0]
-        monkeypatch.setattr(child, "fresh", lambda: True)  # it passes the check, then dies
-        child.proc.kill()
-        child.proc.wait()
-        assert phonemes.decode_piece(pcm_pieces[1], pool) == expected
-        assert pool._idle == []  # the dead child was not handed back
-    finally:
-        pool.close()
+    pool = make_pool(phonemes._WORKER, keep=1)
+    phonemes.decode_piece(pcm_pieces[0], pool)
+    child = pool._idle[0]
+    monkeypatch.setattr(child, "fresh", lambda: True)  # it passes the check, then dies
+    child.proc.kill()
+    child.proc.wait()
+    assert phonemes.decode_piece(pcm_pieces[1], pool) == expected
+    assert pool._idle == []  # the dead child was not handed back
 
 
 @needs_pocketsphinx
-def test_jobs_beyond_the_limit_wait_for_a_child_instead_of_starting_more(pcm_pieces):
+def test_jobs_beyond_the_limit_wait_for_a_child_instead_of_starting_more(pcm_pieces, make_pool):
     expected = phonemes._decode_in_child(pcm_pieces[0])
-    pool = WarmPool(phonemes._WORKER, keep=1, limit=1)
+    pool = make_pool(phonemes._WORKER, keep=1, limit=1)
     seen, results = set(), []
     original = pool._acquire
 
@@ -93,14 +98,11 @@ def test_jobs_beyond_the_limit_wait_for_a_child_instead_of_starting_more(pcm_pie
         return child
 
     pool._acquire = acquire
-    try:
-        threads = [threading.Thread(target=lambda: results.append(phonemes.decode_piece(pcm_pieces[0], pool)))
-                   for _ in range(3)]
-        [t.start() for t in threads]
-        [t.join() for t in threads]
-        assert results == [expected] * 3 and len(seen) == 1 and pool._live == 1
-    finally:
-        pool.close()
+    threads = [threading.Thread(target=lambda: results.append(phonemes.decode_piece(pcm_pieces[0], pool)))
+               for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == [expected] * 3 and len(seen) == 1 and pool._live == 1
 
 
 def _face_frames(n: int, size: int = 256) -> np.ndarray:
@@ -140,7 +142,7 @@ def test_x264_segments_in_worker_processes_write_the_same_file_as_threads(tmp_pa
         assert 1 <= len(pool._idle) <= 3 and all(c.proc.poll() is None for c in pool._idle)
 
 
-def test_a_failed_request_is_reported_and_the_next_one_gets_a_new_child():
+def test_a_failed_request_is_reported_and_the_next_one_gets_a_new_child(make_pool):
     from sonic_core.video import writer as writer_mod
     from sonic_core.workers import x264_segment
     from sonic_core.workers.pool import WorkerError
@@ -148,12 +150,9 @@ def test_a_failed_request_is_reported_and_the_next_one_gets_a_new_child():
     frames = _face_frames(4, size=64)
     spec = {"codec": "libx264", "width": 64, "height": 64, "fps": [25, 1], "threads": 1,
             "options": {"crf": "18", "preset": "veryfast"}, "kind": "rgb"}
-    pool = WarmPool(writer_mod._X264_SCRIPT, keep=1)
-    try:
-        with pytest.raises(WorkerError, match="no_such_codec"):
-            pool.call([x264_segment.pack_request({**spec, "codec": "no_such_codec"})] + list(frames))
-        assert pool._idle == [] and pool._live == 0  # the child that failed is not handed out again
-        packets, extradata = x264_segment.unpack_reply(pool.call([x264_segment.pack_request(spec)] + list(frames)))
-        assert len(packets) == 4 and packets[0].is_keyframe and extradata
-    finally:
-        pool.close()
+    pool = make_pool(writer_mod._X264_SCRIPT, keep=1)
+    with pytest.raises(WorkerError, match="no_such_codec"):
+        pool.call([x264_segment.pack_request({**spec, "codec": "no_such_codec"})] + list(frames))
+    assert pool._idle == [] and pool._live == 0  # the child that failed is not handed out again
+    packets, extradata = x264_segment.unpack_reply(pool.call([x264_segment.pack_request(spec)] + list(frames)))
+    assert len(packets) == 4 and packets[0].is_keyframe and extradata

@@ -599,7 +599,7 @@ class _PinnedRing:
                 check()
         try:
             if buf is None or buf.numel() < src.numel():
-                buf = None
+                buf = None  # what goes back to the ring if the allocation below fails
                 buf = torch.empty(src.numel(), dtype=src.dtype, pin_memory=True)
             return _Download(self, buf, src)
         except RuntimeError as e:

@@ -34,7 +34,7 @@ def make_decoder():
                    lw=2.0, pip=0.5, beam=1e-40, pbeam=1e-40, samprate=RATE, loglevel="FATAL")
 
 
-def decode(pcm: bytes, decoder=None) -> list[tuple[str, int, int, float]]:
+def decode(pcm: bytes | bytearray, decoder=None) -> list[tuple[str, int, int, float]]:
     """(phone, start frame, end frame inclusive, probability) at 100 frames/s for int16 PCM."""
     dec = decoder or make_decoder()
     dec.start_utt()
@@ -59,7 +59,7 @@ def parse_segments(text: str) -> list[tuple[str, int, int, float]]:
 def _handle(stream, nbytes: int, decoder) -> bytes:
     pcm = bytearray(nbytes)
     _serve.read_into(stream, pcm)
-    return format_segments(decode(bytes(pcm), decoder)).encode()
+    return format_segments(decode(pcm, decoder)).encode()
 
 
 def main() -> int:
