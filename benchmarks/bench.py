@@ -211,23 +211,116 @@ def bench_concurrency(res: int, audio: Path, device: torch.device, models_dir, a
     return rows
 
 
-def memory_child(seconds: float, res: int, device: str, models_dir: str, out: str) -> None:
-    """Runs in a fresh process: one clip, then prints peak RSS / VRAM as JSON."""
+def memory_child(seconds: float, res: int, device: str, models_dir: str, out: str, encode_workers: int = 0) -> None:
+    """Runs in a fresh process: one clip, then prints peak RSS / VRAM as JSON, with a sampled
+    timeline that says in which stage the peak falls and what it is made of."""
     if device.startswith("cuda"):
         torch.zeros(1, device=device)  # CUDA context + libraries: the floor any CUDA process pays
     base = _rss_now_gb()
+    timeline = MemoryTimeline()
     with tempfile.TemporaryDirectory() as d:
         audio = Path(d) / "speech.wav"
         make_speech(seconds, audio)
         t = time.perf_counter()
-        generate(IMAGE, audio, out, GenerateConfig(min_resolution=res), device=device, model_dir=models_dir)
+        timeline.start()
+        generate(IMAGE, audio, out, GenerateConfig(min_resolution=res, encode_workers=encode_workers), device=device,
+                 model_dir=models_dir, progress=timeline.progress)
         wall = time.perf_counter() - t
+        timeline.stop()
     rss = _peak_rss_gb()
     workers = _workers_peak_rss_gb()
     vram = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else 0.0
-    print(json.dumps({"seconds": seconds, "resolution": res, "peak_rss_gb": rss, "workers_peak_rss_gb": workers,
+    print(json.dumps({"seconds": seconds, "resolution": res, "encode_workers": encode_workers, "peak_rss_gb": rss, "workers_peak_rss_gb": workers,
                       "total_peak_rss_gb": rss + workers, "peak_vram_gb": vram, "wall_s": wall,
-                      "rss_after_torch_init_gb": base, **_rss_split_gb()}))
+                      "rss_after_torch_init_gb": base, **_rss_split_gb(), **timeline.summary()}))
+
+
+class MemoryTimeline:
+    """Samples this process's resident memory (anonymous / file-backed / shared, the last being
+    mostly page-locked buffers) and its worker children's every 30 ms, and tags each sample with
+    the pipeline stage running at the time, so a peak can be traced to what causes it. The
+    children's sum at one instant is their real joint footprint (the sum of their separate
+    peaks, `workers_peak_rss_gb`, is an upper bound)."""
+
+    STAGES = ("prepare_audio", "make_motion", "prepare_portrait", "Animator")
+
+    def __init__(self, interval: float = 0.03):
+        import sonic_core.pipeline as pl
+        self._pl, self.interval, self.samples, self.stage = pl, interval, [], "start"
+        self._saved = {name: getattr(pl, name) for name in self.STAGES}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tagged(self, name, fn):
+        def run(*a, **k):
+            self.stage = name if threading.current_thread() is threading.main_thread() else self.stage
+            try:
+                return fn(*a, **k)
+            finally:
+                if name == "make_motion" and threading.current_thread() is not threading.main_thread():
+                    self.samples.append((time.perf_counter(), "motion done", *self._read()))
+        return run
+
+    def progress(self, done: int, total: int) -> None:
+        self.stage = "render+encode"
+
+    def start(self) -> None:
+        for name, fn in self._saved.items():
+            setattr(self._pl, name, self._tagged(name, fn))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for name, fn in self._saved.items():
+            setattr(self._pl, name, fn)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append((time.perf_counter(), self.stage, *self._read()))
+
+    @staticmethod
+    def _read() -> tuple[float, float, float, float, float]:
+        """(anon, file, shmem) resident GB of this process, resident GB of its children, and the
+        proportional set size (PSS) of this process and its children together: pages shared
+        between processes (the helpers' libraries) counted once, the true footprint."""
+        me = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key in ("RssAnon", "RssFile", "RssShmem"):
+                    me[key] = int(val.split()[0]) / 1e6
+        kids, pid = 0.0, str(os.getpid())
+        pss = _pss_gb("self")
+        for p in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] != pid:
+                        continue
+                with open(f"/proc/{p}/statm") as f:
+                    kids += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+                pss += _pss_gb(p)
+            except OSError:
+                continue
+        return me.get("RssAnon", 0.0), me.get("RssFile", 0.0), me.get("RssShmem", 0.0), kids, pss
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        _, i = max((a + f + s, i) for i, (_, _, a, f, s, _, _) in enumerate(self.samples))
+        t, stage, anon, file, shm, kids, _ = self.samples[i]
+        per_stage: dict = {}
+        for _, st, a, f, s, k, pss in self.samples:
+            per_stage[st] = round(max(per_stage.get(st, 0.0), a + f + s), 3)
+        return {"peak_stage": stage, "peak_split_gb": {"anon": round(anon, 3), "file": round(file, 3), "shmem": round(shm, 3),
+                                                       "workers_now": round(kids, 3)},
+                "joint_peak_gb": round(max(a + f + s + k for _, _, a, f, s, k, _ in self.samples), 3),
+                "joint_peak_pss_gb": round(max(r[-1] for r in self.samples), 3), "stage_peaks_gb": per_stage}
+
+
+def _pss_gb(pid: str) -> float:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next((int(line.split()[1]) / 1e6 for line in f if line.startswith("Pss:")), 0.0)
 
 
 def _peak_rss_gb() -> float:
@@ -273,11 +366,11 @@ def _rss_now_gb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
-def bench_memory(durations, res: int, device: torch.device, models_dir, tmp: Path) -> list[dict]:
+def bench_memory(durations, res: int, device: torch.device, models_dir, tmp: Path, encode_workers: int = 0) -> list[dict]:
     rows = []
     for s in durations:
         proc = subprocess.run([sys.executable, __file__, "--memory-child", str(s), str(res), str(device),
-                               str(models_dir), str(tmp / f"mem_{s}.mp4")],
+                               str(models_dir), str(tmp / f"mem_{s}.mp4"), str(encode_workers)],
                               check=True, capture_output=True, text=True, cwd=REPO)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return rows
@@ -293,13 +386,15 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "encoders", "jobs", "memory"])
     ap.add_argument("--memory-seconds", type=float, nargs="+", default=[60.0, 600.0])
-    ap.add_argument("--memory-child", nargs=5, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-encode-workers", type=int, default=0,
+                    help="x264 instances for the memory clips (0 = automatic); fewer hold fewer frames")
+    ap.add_argument("--memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
-        s, res, dev, md, out = args.memory_child
+        s, res, dev, md, out, ew = args.memory_child
         if dev == "cpu":
             torch.set_num_threads(int(os.environ.get("SONIC_BENCH_THREADS", "2")))
-        memory_child(float(s), int(res), dev, md, out)
+        memory_child(float(s), int(res), dev, md, out, int(ew))
         return
     gpu = args.set == "gpu"
     device = torch.device("cuda" if gpu else "cpu")
@@ -333,14 +428,18 @@ def main() -> None:
                 print(f"  {r['jobs']} jobs: {r['wall_s']:6.2f} s  {r['clips_per_min']:6.1f} clips/min  errors: {r['errors'] or 'none'}")
         if "memory" not in args.skip:
             res = max(resolutions) if gpu else min(resolutions)  # CPU: 10 min at 1024² would take ~20 min
-            report["memory"] = bench_memory(args.memory_seconds, res, device, models_dir, tmp)
-            print(f"\nmemory at {res}² (fresh process per clip):")
+            report["memory"] = bench_memory(args.memory_seconds, res, device, models_dir, tmp, args.memory_encode_workers)
+            print(f"\nmemory at {res}² (fresh process per clip, encode workers {args.memory_encode_workers or 'auto'}):")
             for r in report["memory"]:
                 print(f"  {r['seconds']:6.0f} s audio: peak RSS {r['peak_rss_gb']:.2f} GB (of which torch/CUDA "
                       f"start-up {r['rss_after_torch_init_gb']:.2f} GB), peak VRAM {r['peak_vram_gb']:.2f} GB, "
                       f"{r['wall_s']:.1f} s; at the end: anonymous {r.get('end_rssanon_gb', 0):.2f} GB, "
                       f"file-backed {r.get('end_rssfile_gb', 0):.2f} GB; worker processes' peaks add "
                       f"{r['workers_peak_rss_gb']:.2f} GB (total {r['total_peak_rss_gb']:.2f} GB)")
+                if "peak_stage" in r:
+                    print(f"    peak during {r['peak_stage']}: {r['peak_split_gb']}; engine + workers at one instant "
+                          f"{r['joint_peak_gb']:.2f} GB resident, {r['joint_peak_pss_gb']:.2f} GB proportional (shared "
+                          f"pages once); per stage {r['stage_peaks_gb']}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -29,10 +29,12 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench import IMAGE, make_speech  # noqa: E402
 from sonic_core import pipeline  # noqa: E402
 from sonic_core.audio import load_audio, phonemes  # noqa: E402
+from sonic_core.audio import vad as vad_mod  # noqa: E402
 from sonic_core.audio.features import analyze_speech, frame_count  # noqa: E402
 from sonic_core.config import GenerateConfig  # noqa: E402
 from sonic_core.face import FaceAnalyzer  # noqa: E402
 from sonic_core.models import ensure_face_models  # noqa: E402
+from sonic_core.motion import phonetic  # noqa: E402
 from sonic_core.video import writer as writer_mod  # noqa: E402
 
 EVENTS: list[tuple[float, str, str]] = []
@@ -66,6 +68,8 @@ def instrument() -> None:
     _wrap(phonemes, "decode_piece", "phone_piece")
     _wrap(phonemes.PhoneJob, "result", "phone_result")
     _wrap(pipeline, "make_motion", "motion")
+    _wrap(vad_mod, "speech_probability", "vad")
+    _wrap(phonetic, "acoustic_features", "acoustic")
 
 
 def summarize(t0: float, events) -> dict:
@@ -128,6 +132,7 @@ VARIANTS = {
     "seg48": {(writer_mod, "auto_segment_frames"): lambda *a, **k: 48},
     "aac_inline": {(writer_mod.Mp4Writer, "_start_audio_ahead"): lambda self, n: None},
     "torch_threads_4": "threads4",
+    "vad_threads_1": "vad1",
     "x264_threads": {(writer_mod, "warm_pool"): lambda *a, **k: _NoPool()},
     "w12": {(writer_mod, "auto_workers"): lambda *a, **k: 12},
     "w16": {(writer_mod, "auto_workers"): lambda *a, **k: 16},
@@ -140,6 +145,17 @@ def part_generate(res: int, audio: Path, dev, models, analyzer, tmp: Path, runs:
     saved, threads = {}, torch.get_num_threads()
     if change == "threads4":
         torch.set_num_threads(4)
+    elif change == "vad1":  # the VAD alone at one torch thread (a global setting: measurement only)
+        saved[(vad_mod, "speech_probability")] = inner = vad_mod.speech_probability
+
+        def one_thread(*a, **k):
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return inner(*a, **k)
+            finally:
+                torch.set_num_threads(n)
+        vad_mod.speech_probability = one_thread
     else:
         for (owner, name), value in change.items():
             saved[(owner, name)] = getattr(owner, name)
@@ -229,12 +245,13 @@ def main() -> None:
                   f"gil probe {med['gil_probe']}  render gaps {med['render_gaps']}")
             print("  stages", med["stages"])
             for kind, d in med["events"].items():
-                spans = "" if kind not in ("phone_piece", "segment") else \
+                spans = "" if kind not in ("phone_piece", "segment", "vad", "acoustic") else \
                     " ".join(f"{a}-{b}" for a, b, _ in d["spans"])
                 print(f"  {kind:<14} n={d['n']:<3} first {d['first']}  last {d['last']}  {spans}")
         layouts = [tuple(int(v) for v in s.split(":")) for s in args.layouts.split(",") if s]
-        print("writer alone, pre-rendered frames:")
-        report["writer"] = part_writer(args.resolution, audio, dev, models, analyzer, tmp, layouts)
+        if layouts:
+            print("writer alone, pre-rendered frames:")
+            report["writer"] = part_writer(args.resolution, audio, dev, models, analyzer, tmp, layouts)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

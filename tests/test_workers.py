@@ -156,3 +156,26 @@ def test_a_failed_request_is_reported_and_the_next_one_gets_a_new_child(make_poo
     assert pool._idle == [] and pool._live == 0  # the child that failed is not handed out again
     packets, extradata = x264_segment.unpack_reply(pool.call([x264_segment.pack_request(spec)] + list(frames)))
     assert len(packets) == 4 and packets[0].is_keyframe and extradata
+
+
+def test_a_short_clip_is_cut_into_no_more_pieces_than_warm_decoders_between_words():
+    """15 s of real speech on an 8-core machine: exactly KEEP_WARM pieces (a fifth would wait
+    for a cold child), of similar length, each cut in a quiet 10 ms (between words)."""
+    text = ("Bob made a map of my bay, and we will meet by the mill at noon. The weather is lovely today, "
+            "so we might go boating on the lake after lunch, if the wind stays calm and the sky stays clear.")
+    s, rate, _ = speak_with_phonemes(text, voice="en-us", speed=125)
+    x = resample_poly(np.asarray(s, np.float64), 16000, rate).astype(np.float32)
+    assert 14.5 < x.size / 16000 < 20
+    n = phonemes.piece_count(x.size / 16000, workers=8, piece_s=30.0, min_piece_s=4.0)
+    assert n == phonemes.KEEP_WARM
+    cuts = phonemes._cut_points(x, n)
+    lengths = np.diff(cuts) / 16000
+    assert len(lengths) == n and lengths.max() < 1.35 * lengths.min()
+    hop = 160
+    energy = np.convolve(x ** 2, np.ones(hop), mode="valid")[::hop]
+    for c in cuts[1:-1]:
+        assert np.sum(x[c: c + hop] ** 2) <= np.percentile(energy, 25)
+    # Longer clips use more of the cores; 10 minutes are never held in one 30 s+ piece.
+    assert phonemes.piece_count(61.0, 8, 30.0, 4.0) == 8
+    assert phonemes.piece_count(600.0, 8, 30.0, 4.0) == 20
+    assert phonemes.piece_count(15.0, 2, 30.0, 4.0) == 2

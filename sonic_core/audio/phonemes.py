@@ -12,6 +12,7 @@ motion model falls back to signal features only.
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 import os
 import subprocess
@@ -46,19 +47,35 @@ def available() -> bool:
     return True
 
 
-def _cut_points(x: np.ndarray, piece_s: float) -> list[int]:
-    """Sample indices that split `x` into pieces of about `piece_s`, each cut at the quietest
-    10 ms within 1 s of the nominal boundary (between words, not inside a phone)."""
-    cuts = [0]
-    step = int(piece_s * RATE)
+def _cut_points(x: np.ndarray, pieces: int) -> list[int]:
+    """Sample indices that split `x` into `pieces` pieces of about equal length, each cut at the
+    quietest 10 ms within 1 s (at most an eighth of a piece) of the nominal boundary, so between
+    words rather than inside a phone. Exactly `pieces` pieces: one more than there are warm
+    decoders would wait for a cold one."""
     hop = RATE // FRAME_RATE
-    while cuts[-1] + step < x.size - RATE:
-        a = cuts[-1] + step - RATE
-        seg = x[a: a + 2 * RATE]
+    reach = min(RATE, x.size // (8 * pieces))
+    cuts = [0]
+    for k in range(1, pieces):
+        mid = k * x.size // pieces
+        a = max(cuts[-1] + hop, mid - reach)
+        seg = x[a: mid + reach]
+        if seg.size < hop:
+            continue
         e = np.convolve(seg ** 2, np.ones(hop), mode="valid")[::hop]
         cuts.append(a + int(np.argmin(e)) * hop)
     cuts.append(x.size)
     return cuts
+
+
+def piece_count(seconds: float, workers: int, piece_s: float, min_piece_s: float) -> int:
+    """How many pieces to decode at once: one per worker, each about `min_piece_s` or more, at most
+    `piece_s`; clips the warm decoders can take in pieces of at most `WARM_PIECE_MAX_S` go to
+    them alone (H100, 15 s: a fifth piece in a cold child ended 0.35-0.6 s after the four
+    warm ones, and the motion stage waited for it)."""
+    n = min(workers, max(1, round(seconds / min_piece_s)))
+    if seconds <= KEEP_WARM * WARM_PIECE_MAX_S:
+        n = min(n, KEEP_WARM)
+    return max(n, math.ceil(seconds / piece_s))
 
 
 def _decode_in_child(pcm: bytes) -> list[tuple[str, int, int, float]]:
@@ -71,7 +88,8 @@ def _decode_in_child(pcm: bytes) -> list[tuple[str, int, int, float]]:
     return phone_decoder.parse_segments(proc.stdout.decode())
 
 
-KEEP_WARM = 4  # idle decoders kept (~60 MB each): a 15 s clip decodes in 4-5 pieces; longer clips start more
+KEEP_WARM = 4  # idle decoders kept (~60 MB each); clips up to 60 s decode in at most 4 pieces
+WARM_PIECE_MAX_S = 15.0
 
 
 def decode_piece(pcm: bytes, pool: WarmPool | None = None) -> list[tuple[str, int, int, float]]:
@@ -90,9 +108,9 @@ class PhoneJob:
 
     The audio is cut into pieces (at quiet points) that child processes decode at once, on
     up to `workers` cores (0 = all, at most 8), while the caller goes on with face detection
-    and renderer setup. Pieces are `piece_s` long or shorter so all workers get work, but at
-    least `min_piece_s` (the recogniser's cepstral-mean estimate needs a few seconds of
-    speech). Where a child cannot run (no usable interpreter, a sandbox), pieces are
+    and renderer setup. Pieces are `piece_s` long or shorter so all workers get work, but
+    about `min_piece_s` or longer (the recogniser's cepstral-mean estimate needs a few seconds
+    of speech); see `piece_count`. Where a child cannot run (no usable interpreter, a sandbox), pieces are
     decoded in this process instead: same decoder, same result, just not in parallel.
     """
 
@@ -116,8 +134,8 @@ class PhoneJob:
         # when its decoder starts, so no whole-clip copy is held.
         self._x, self._gain = x, 0.7 / peak
         workers = int(workers) or min(8, usable_cpus())
-        piece = float(np.clip(x.size / RATE / workers, min_piece_s, piece_s))
-        self._pieces = list(itertools.pairwise(_cut_points(x, piece)))
+        pieces = piece_count(x.size / RATE, workers, piece_s, min_piece_s)
+        self._pieces = list(itertools.pairwise(_cut_points(x, pieces)))
         if not in_process:
             self._pool = ThreadPoolExecutor(min(workers, len(self._pieces)), thread_name_prefix="sonic-phones")
             self._futures = [self._pool.submit(lambda a=a, b=b: decode_piece(self._pcm(a, b))) for a, b in self._pieces]

@@ -123,29 +123,47 @@ def _strip(upper: tuple[int, ...], lower: tuple[int, ...]) -> list[tuple[int, in
 
 
 def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np.ndarray:
-    """Triangle id covering each pixel centre of a size x size image (nearest triangle fills gaps)."""
-    out = np.full((size, size), -1, dtype=np.int64)
+    """Triangle id covering each pixel centre of a size x size image (nearest triangle fills gaps).
+
+    Vectorised: triangles are grouped by the size of their bounding box and each group is
+    tested on a [triangles, S, S] grid at once (a Python loop over ~1000 triangles took
+    0.09 s per photo at 1024², holding the GIL the motion thread wanted).
+    """
     v = verts[tris]  # [T,3,2]
+    n_tris = len(tris)
     # Triangles folded over in the photo (at a turned face's silhouette) claim pixels last:
-    # a pixel covered by a properly oriented triangle belongs to that one.
+    # a pixel covered by a properly oriented triangle belongs to that one. Among the rest,
+    # the first triangle in this order that covers a pixel takes it.
     cross = (v[:, 1, 0] - v[:, 0, 0]) * (v[:, 2, 1] - v[:, 0, 1]) - (v[:, 1, 1] - v[:, 0, 1]) * (v[:, 2, 0] - v[:, 0, 0])
     majority = np.sign(np.sum(np.sign(cross) * np.abs(cross))) or 1.0
     order = np.argsort(np.sign(cross) != majority, kind="stable")
-    for t in order:
-        (ax, ay), (bx, by), (cx, cy) = v[t]
-        x0, x1 = int(max(np.floor(min(ax, bx, cx) - 0.5), 0)), int(min(np.ceil(max(ax, bx, cx)), size))
-        y0, y1 = int(max(np.floor(min(ay, by, cy) - 0.5), 0)), int(min(np.ceil(max(ay, by, cy)), size))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        px, py = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
-        den = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
-        if abs(den) < 1e-9:
-            continue
-        l0 = ((by - cy) * (px - cx) + (cx - bx) * (py - cy)) / den
-        l1 = ((cy - ay) * (px - cx) + (ax - cx) * (py - cy)) / den
-        inside = (l0 >= -1e-6) & (l1 >= -1e-6) & (1 - l0 - l1 >= -1e-6)
-        region = out[y0:y1, x0:x1]
-        region[inside & (region < 0)] = t
+    rank = np.empty(n_tris, np.int64)
+    rank[order] = np.arange(n_tris)
+    ax, ay, bx, by, cx, cy = (v[:, i, j] for i in range(3) for j in range(2))
+    x0 = np.maximum(np.floor(np.minimum(np.minimum(ax, bx), cx) - 0.5), 0).astype(np.int64)
+    x1 = np.minimum(np.ceil(np.maximum(np.maximum(ax, bx), cx)), size).astype(np.int64)
+    y0 = np.maximum(np.floor(np.minimum(np.minimum(ay, by), cy) - 0.5), 0).astype(np.int64)
+    y1 = np.minimum(np.ceil(np.maximum(np.maximum(ay, by), cy)), size).astype(np.int64)
+    den = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
+    w, h = x1 - x0, y1 - y0
+    ok = (w > 0) & (h > 0) & (np.abs(den) >= 1e-9)
+    # Groups of similar bounding boxes (sides rounded up to steps of 2^(1/3)), each tested on
+    # a [triangles, Sy, Sx] grid of its largest box: ~1.3x the pixels of the boxes themselves.
+    step = lambda a: np.ceil(3 * np.log2(np.maximum(a, 1))).astype(np.int64)  # noqa: E731
+    key = step(w) * 64 + step(h)
+    best = np.full(size * size, n_tris, np.int64)  # lowest rank covering each pixel
+    for k in np.unique(key[ok]):
+        grp = np.flatnonzero(ok & (key == k))
+        sx, sy = int(w[grp].max()), int(h[grp].max())
+        g = lambda a: a[grp, None, None]  # noqa: E731 - per-triangle values against the grid
+        ix, iy = g(x0) + np.arange(sx)[None, None, :], g(y0) + np.arange(sy)[None, :, None]
+        px, py = ix + 0.5, iy + 0.5
+        l0 = ((g(by) - g(cy)) * (px - g(cx)) + (g(cx) - g(bx)) * (py - g(cy))) / g(den)
+        l1 = ((g(cy) - g(ay)) * (px - g(cx)) + (g(ax) - g(cx)) * (py - g(cy))) / g(den)
+        inside = (l0 >= -1e-6) & (l1 >= -1e-6) & (1 - l0 - l1 >= -1e-6) & (ix < g(x1)) & (iy < g(y1))
+        t, r, c = np.nonzero(inside)
+        np.minimum.at(best, iy[t, r, 0] * size + ix[t, 0, c], rank[grp][t])
+    out = np.where(best < n_tris, order[np.minimum(best, n_tris - 1)], -1).reshape(size, size)
     missing = out < 0
     if missing.any():
         from scipy.ndimage import distance_transform_edt

@@ -73,12 +73,19 @@ class _Child:
         return reply[:1] == b"\x00", reply[1:]
 
     def close(self, kill: bool = False):
+        self.hang_up(kill)
+        self.reap()
+
+    def hang_up(self, kill: bool = False):
+        """Ask the child to exit (its read sees end of file), or kill it."""
         if kill:
             self.proc.kill()
         try:
-            self.proc.stdin.close()  # the child's read sees EOF and it exits
+            self.proc.stdin.close()
         except OSError:
             pass
+
+    def reap(self):
         try:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -175,9 +182,11 @@ class WarmPool:
         with self._lock:
             idle, self._idle = self._idle, []
             self._live -= len(idle)
-        if os.getpid() == self.pid:
+        if os.getpid() == self.pid:  # all told first, then waited for: they exit in parallel
             for c in idle:
-                c.close()
+                c.hang_up()
+            for c in idle:
+                c.reap()
 
 
 _pools: dict[tuple[int, str], WarmPool] = {}
