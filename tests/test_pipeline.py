@@ -312,3 +312,39 @@ def test_teeth_follow_the_scene_not_only_the_skin(analyzer, models_dir):
     grey = np.repeat(crop.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
     g = estimate_style(grey, lm, rig.mouth_width).teeth
     assert float(g.max() - g.min()) < 0.02
+
+
+def test_triangle_map_matches_a_per_pixel_reference(analyzer, models_dir):
+    """The vectorised rasteriser of the rig (which triangle each pixel belongs to) against a
+    plain per-pixel test of every triangle, on the real face mesh of a photo with some
+    triangles folded over (as at a turned face's silhouette): properly oriented triangles
+    win, then the first one in index order; uncovered pixels take the nearest triangle."""
+    from scipy.ndimage import distance_transform_edt
+
+    from sonic_core.models import load_face_topology
+    from sonic_core.pipeline import prepare_portrait
+    from sonic_core.render.rig import build_rig, rasterize_triangle_ids
+
+    _, crop, lm = prepare_portrait(EXAMPLES / "grace_hopper.jpg", GenerateConfig(min_resolution=96).validate(), analyzer)
+    size = crop.shape[0]
+    rig = build_rig(lm, load_face_topology(models_dir), size)
+    verts, tris = rig.vertices[:, :2].double().numpy(), rig.triangles.numpy().copy()
+    tris[::37] = tris[::37, ::-1]  # fold some over
+    got = rasterize_triangle_ids(verts, tris, size)
+
+    v = verts[tris]
+    cross = (v[:, 1, 0] - v[:, 0, 0]) * (v[:, 2, 1] - v[:, 0, 1]) - (v[:, 1, 1] - v[:, 0, 1]) * (v[:, 2, 0] - v[:, 0, 0])
+    proper = np.sign(cross) == np.sign(np.sum(cross))
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    px, py = xx.reshape(-1, 1), yy.reshape(-1, 1)
+    (ax, ay), (bx, by), (cx, cy) = v[:, 0].T, v[:, 1].T, v[:, 2].T
+    den = (by - cy) * (ax - cx) + (cx - bx) * (ay - cy)
+    l0 = ((by - cy) * (px - cx) + (cx - bx) * (py - cy)) / den
+    l1 = ((cy - ay) * (px - cx) + (ax - cx) * (py - cy)) / den
+    inside = (l0 >= -1e-6) & (l1 >= -1e-6) & (1 - l0 - l1 >= -1e-6) & (np.abs(den) >= 1e-9)  # [pixels, tris]
+    first_proper = np.where((inside & proper).any(1), np.argmax(inside & proper, 1), -1)
+    first_folded = np.where((inside & ~proper).any(1), np.argmax(inside & ~proper, 1), -1)
+    ref = np.where(first_proper >= 0, first_proper, first_folded).reshape(size, size)
+    assert (ref >= 0).mean() > 0.9 and (tris[::37] != rig.triangles.numpy()[::37]).any()
+    _, (iy, ix) = distance_transform_edt(ref < 0, return_indices=True)
+    np.testing.assert_array_equal(got, ref[iy, ix])

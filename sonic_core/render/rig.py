@@ -126,8 +126,9 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     """Triangle id covering each pixel centre of a size x size image (nearest triangle fills gaps).
 
     Vectorised: triangles are grouped by the size of their bounding box and each group is
-    tested on a [triangles, S, S] grid at once (a Python loop over ~1000 triangles took
-    0.09 s per photo at 1024², holding the GIL the motion thread wanted).
+    tested on a [triangles, Sy, Sx] grid at once, at most ~2M pixels per pass (a Python loop
+    over ~1000 triangles took 0.09 s per photo at 1024², holding the GIL the motion thread
+    wanted).
     """
     v = verts[tris]  # [T,3,2]
     n_tris = len(tris)
@@ -153,16 +154,17 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     key = step(w) * 64 + step(h)
     best = np.full(size * size, n_tris, np.int64)  # lowest rank covering each pixel
     for k in np.unique(key[ok]):
-        grp = np.flatnonzero(ok & (key == k))
-        sx, sy = int(w[grp].max()), int(h[grp].max())
-        g = lambda a: a[grp, None, None]  # noqa: E731 - per-triangle values against the grid
-        ix, iy = g(x0) + np.arange(sx)[None, None, :], g(y0) + np.arange(sy)[None, :, None]
-        px, py = ix + 0.5, iy + 0.5
-        l0 = ((g(by) - g(cy)) * (px - g(cx)) + (g(cx) - g(bx)) * (py - g(cy))) / g(den)
-        l1 = ((g(cy) - g(ay)) * (px - g(cx)) + (g(ax) - g(cx)) * (py - g(cy))) / g(den)
-        inside = (l0 >= -1e-6) & (l1 >= -1e-6) & (1 - l0 - l1 >= -1e-6) & (ix < g(x1)) & (iy < g(y1))
-        t, r, c = np.nonzero(inside)
-        np.minimum.at(best, iy[t, r, 0] * size + ix[t, 0, c], rank[grp][t])
+        members = np.flatnonzero(ok & (key == k))
+        sx, sy = int(w[members].max()), int(h[members].max())
+        for grp in np.array_split(members, -(-len(members) * sx * sy // (1 << 21))):
+            g = lambda a: a[grp, None, None]  # noqa: E731 - per-triangle values against the grid
+            ix, iy = g(x0) + np.arange(sx)[None, None, :], g(y0) + np.arange(sy)[None, :, None]
+            px, py = ix + 0.5, iy + 0.5
+            l0 = ((g(by) - g(cy)) * (px - g(cx)) + (g(cx) - g(bx)) * (py - g(cy))) / g(den)
+            l1 = ((g(cy) - g(ay)) * (px - g(cx)) + (g(ax) - g(cx)) * (py - g(cy))) / g(den)
+            inside = (l0 >= -1e-6) & (l1 >= -1e-6) & (1 - l0 - l1 >= -1e-6) & (ix < g(x1)) & (iy < g(y1))
+            t, r, c = np.nonzero(inside)
+            np.minimum.at(best, iy[t, r, 0] * size + ix[t, 0, c], rank[grp][t])
     out = np.where(best < n_tris, order[np.minimum(best, n_tris - 1)], -1).reshape(size, size)
     missing = out < 0
     if missing.any():
