@@ -262,6 +262,7 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     """
     from .face import FaceAnalyzer
     from .models import ensure_face_models
+    from .video.writer import warm_encoders
 
     cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
     dev = resolve_device(device)
@@ -288,6 +289,7 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
         ensure_face_models(model_dir)
         analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
         portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
+        warm_encoders(*output_size(portrait.image.shape, cfg), cfg.encoder, cfg.encode_workers)
         lap("face")
         animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
         lap("setup")

@@ -179,3 +179,23 @@ def test_a_short_clip_is_cut_into_no_more_pieces_than_warm_decoders_between_word
     assert phonemes.piece_count(61.0, 8, 30.0, 4.0) == 8
     assert phonemes.piece_count(600.0, 8, 30.0, 4.0) == 20
     assert phonemes.piece_count(15.0, 2, 30.0, 4.0) == 2
+
+
+def test_encoders_warmed_when_the_frame_size_is_known_are_the_ones_the_writer_uses(tmp_path):
+    """generate() starts the x264 helpers right after the face stage (a first job's helpers then
+    load while the renderer is built); the writer must use those, not start others."""
+    from sonic_core.video import writer as writer_mod
+    from sonic_core.workers.pool import warm_pool
+
+    pool = warm_pool(writer_mod._X264_SCRIPT, keep=2)
+    pool.close()  # none idle, whatever ran before
+    writer_mod.warm_encoders(256, 256, "libx264", workers=2)
+    warmed = {c.proc.pid for c in pool._idle}
+    assert len(warmed) == 2
+    frames = _face_frames(32)
+    with writer_mod.Mp4Writer(tmp_path / "w.mp4", 256, 256, 25, workers=2, segment_frames=16, encode_ahead=True) as w:
+        w.write(frames)
+    assert {c.proc.pid for c in pool._idle} == warmed
+    assert writer_mod.probe_mp4(tmp_path / "w.mp4")["video_frames"] == 32
+    writer_mod.warm_encoders(256, 256, "libx264", workers=1)  # one instance: no helper needed
+    assert {c.proc.pid for c in pool._idle} == warmed

@@ -559,6 +559,15 @@ def choose_encoder(width: int, height: int, encoder: str = "auto", workers: int 
     return codec, int(workers) if workers else auto_workers(width, height)
 
 
+def warm_encoders(width: int, height: int, encoder: str = "auto", workers: int = 0) -> None:
+    """Start the x264 helper processes a video of this size will use, without waiting for them.
+    A job calls this as soon as it knows its frame size, so a first job's helpers import PyAV
+    while the renderer is built instead of when the first frames arrive; warm ones are reused."""
+    codec, n = choose_encoder(width, height, encoder, workers)
+    if codec == "libx264" and n > 1:
+        warm_pool(_X264_SCRIPT, keep=n).warm(n)
+
+
 def auto_workers(width: int, height: int, cpus: int | None = None) -> int:
     """Parallel x264 instances worth running: one x264 (frame-threaded) keeps up to ~4 cores
     busy; beyond that, segments add throughput. Small frames encode fast enough alone."""
