@@ -8,7 +8,9 @@ converts and encodes it while the next chunk renders.
 """
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +51,24 @@ class GenerateResult:
     def summary(self) -> str:
         return (f"{self.path}: {self.frames} frames, {self.seconds:.2f} s at {self.fps:g} fps, "
                 f"{self.width}x{self.height}, made in {self.elapsed:.1f} s on {self.device}")
+
+
+@functools.lru_cache(maxsize=1)
+def _prefetch_first_job() -> threading.Thread:
+    """Once per process, on a background thread: the imports and the probe a first job needs
+    later (scipy.spatial for the rig, 0.3-1.2 s to import cold; whether FFmpeg can open NVENC,
+    0.5 s on an H100 host, which has none). They then overlap audio decoding and the face
+    stage, whose cold time is mostly waiting for the GPU, instead of adding to it."""
+    def work():
+        import scipy.ndimage  # noqa: F401
+        import scipy.spatial  # noqa: F401
+
+        from .video.writer import nvenc_available
+        nvenc_available()
+
+    t = threading.Thread(target=work, name="sonic-prefetch", daemon=True)
+    t.start()
+    return t
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -112,7 +132,8 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
     With speech_features 'wav2vec2'/'hubert' the user's checkpoint (on `device`) gives the
     visemes; `speech_model_output` (a SpeechModelOutput, e.g. from ComfyUI's audio encoder)
     is used instead of running one. Otherwise, for the phonetic model, phone recognition
-    starts here in child processes (speech.extra["phone_job"]) and `make_motion` collects it.
+    starts here in child processes (speech.extra["phone_job"]) and `make_motion` collects it;
+    on a GPU `device` the motion model's speech detector runs there (speech.extra["vad_device"]).
     """
     clip = fit_duration(load_audio(audio), config.duration)
     n = frame_count(clip.duration, config.fps)
@@ -132,6 +153,9 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
     from .audio.phonemes import PhoneJob
 
     speech.extra["phone_job"] = PhoneJob(speech.extra["audio_16k"])
+    dev = resolve_device(device)
+    if dev.type == "cuda":  # the speech detector runs there too: on the CPU it competed for cores
+        speech.extra["vad_device"] = str(dev)
     return clip, speech
 
 
@@ -196,7 +220,8 @@ def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
 
     return phonetic_motion(speech.extra["audio_16k"], 16000, speech, dynamic_scale=cfg.dynamic_scale,
                            motion_scale=cfg.motion_scale, seed=cfg.seed, blinks=cfg.blinks,
-                           phone_job=speech.extra.get("phone_job"), segments=speech.extra.get("viseme_segments"))
+                           phone_job=speech.extra.get("phone_job"), segments=speech.extra.get("viseme_segments"),
+                           vad_device=speech.extra.get("vad_device"))
 
 
 class Animator:
@@ -266,6 +291,7 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
 
     cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
     dev = resolve_device(device)
+    _prefetch_first_job()
     timings: dict[str, float] = {}
     t = time.perf_counter()
 

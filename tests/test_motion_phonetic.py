@@ -157,6 +157,34 @@ def test_vad_keeps_torch_threads():
     assert vad.energy_probs(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.01).shape == (100,)
 
 
+def _speech_16k():
+    """The shipped speech recording (no espeak-ng needed, so the GPU test runs anywhere)."""
+    from sonic_core.audio import load_audio
+    from sonic_core.audio.features import resample_mono
+
+    clip = load_audio(EXAMPLES / "speech.wav")
+    return resample_mono(clip.mono(), clip.sample_rate, 16000)
+
+
+def test_vad_on_a_device_that_cannot_run_it_falls_back_to_the_cpu():
+    from sonic_core.audio import vad
+
+    x = _speech_16k()
+    cpu = vad.speech_probability(x)
+    assert 0.3 < (cpu > 0.5).mean() < 0.95  # real speech with pauses
+    np.testing.assert_array_equal(vad.speech_probability(x, device="meta"), cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_vad_on_the_gpu_agrees_with_the_cpu():
+    from sonic_core.audio import vad
+
+    x = _speech_16k()
+    cpu, gpu = vad.speech_probability(x), vad.speech_probability(x, device="cuda")
+    assert gpu.shape == cpu.shape and np.abs(gpu - cpu).max() < 0.01
+    assert ((gpu > 0.5) != (cpu > 0.5)).mean() < 0.005
+
+
 def test_espeak_phone_events_are_sane():
     s, rate, phones = speak_with_phonemes("papa", voice="en-us")
     assert [p for p in phones if p.ipa == "p"], phones

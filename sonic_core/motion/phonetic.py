@@ -311,7 +311,7 @@ def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.rando
 
 # ------------------------------------------------------------------ the model
 def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phones: bool = True,
-            phone_job=None, segments: list | None = None) -> dict:
+            phone_job=None, segments: list | None = None, vad_device=None) -> dict:
     """Everything the phonetic model reads from the audio, at 100 Hz (cache-able, seed-free).
 
     `phone_job`: an `audio.phonemes.PhoneJob` already started on this audio (the pipeline
@@ -331,7 +331,7 @@ def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phone
         phone_job = PhoneJob(x)
     feats = acoustic_features(x)
     n = len(feats["db"])
-    prob = vad_mod.speech_probability(x, vad_backend)
+    prob = vad_mod.speech_probability(x, vad_backend, device=vad_device)
     prob = np.pad(prob, (0, max(0, n - len(prob))))[:n]
     speech = vad_mod.speech_mask(prob) & (feats["db"] > -75)
     segs = list(segments) if segments is not None and speech.any() else []
@@ -367,11 +367,14 @@ def mouth_channels(an: dict) -> dict[str, np.ndarray]:
 def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures | None = None, *,
                     fps: float | None = None, num_frames: int | None = None, dynamic_scale: float = 1.0,
                     motion_scale: float = 1.0, seed: int = 0, blinks: bool = True,
-                    analysis: dict | None = None, phone_job=None, segments: list | None = None) -> MotionTrack:
-    """Speech waveform -> MotionTrack (see the module docstring)."""
+                    analysis: dict | None = None, phone_job=None, segments: list | None = None,
+                    vad_device=None) -> MotionTrack:
+    """Speech waveform -> MotionTrack (see the module docstring). `vad_device`: where the
+    speech detector runs (None: the CPU; a GPU job passes its device)."""
     fps = float(speech.fps if speech is not None else fps)
     nv = int(speech.num_frames if speech is not None else num_frames)
-    an = analysis if analysis is not None else analyze(mono, sample_rate, phone_job=phone_job, segments=segments)
+    an = analysis if analysis is not None else analyze(mono, sample_rate, phone_job=phone_job, segments=segments,
+                                                       vad_device=vad_device)
     m = mouth_channels(an)
 
     def v(x):
