@@ -290,13 +290,9 @@ class MemoryTimeline:
                 key, _, val = line.partition(":")
                 if key in ("RssAnon", "RssFile", "RssShmem"):
                     me[key] = int(val.split()[0]) / 1e6
-        kids, pid = 0.0, str(os.getpid())
-        pss = _pss_gb("self")
-        for p in filter(str.isdigit, os.listdir("/proc")):
+        kids, pss = 0.0, _pss_gb("self")
+        for p in _child_pids():
             try:
-                with open(f"/proc/{p}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] != pid:
-                        continue
                 with open(f"/proc/{p}/statm") as f:
                     kids += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
                 pss += _pss_gb(p)
@@ -336,17 +332,27 @@ def _peak_rss_gb() -> float:
 def _workers_peak_rss_gb() -> float:
     """Sum of the peak resident sets of this process's warm worker children (x264 segments,
     phone decoders), which stay alive after the job: an upper bound of their joint peak."""
-    me, total = str(os.getpid()), 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    total = 0
+    for pid in _child_pids():
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[1] != me:
-                    continue
             with open(f"/proc/{pid}/status") as f:
                 total += next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
         except OSError:
             continue
     return total / 1e6
+
+
+def _child_pids() -> list[str]:
+    """This process's child processes (the warm x264 and phone-decoder helpers)."""
+    me, out = str(os.getpid()), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
 
 
 def _rss_split_gb() -> dict:
