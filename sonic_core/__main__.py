@@ -57,6 +57,13 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
                    help=docs["speech_features"])
     p.add_argument("--speech-model", default=None, metavar="PATH", help=docs["speech_model"])
     p.add_argument("--motion-model", choices=MOTION_MODELS, default=d.motion_model, help=docs["motion_model"])
+    p.add_argument("--alignment-offset", type=float, default=d.alignment_offset, metavar="SECONDS",
+                   help=docs["alignment_offset"])
+    p.add_argument("--auto-align", action="store_true", help=docs["auto_align"])
+    p.add_argument("--no-lip-align", action="store_true", help="Ignore --alignment-offset and --auto-align.")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="Turn off motion smoothing (on by default: a zero-phase filter on head, brows and, "
+                        "lightly, the mouth, keeping closures shut).")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--models-dir", default=None, help="Model cache folder (default: $SONIC_MODELS_DIR or ~/.cache/sonic_core/models).")
     p.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
@@ -69,7 +76,9 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
         fps=args.fps, seed=args.seed, output=args.output, max_full_side=args.max_full_side,
         face_index=args.face_index, blinks=not args.no_blinks, crf=args.crf, preset=args.preset,
         batch_size=args.batch_size, motion_model=args.motion_model, encoder=args.encoder,
-        encode_workers=args.encode_workers, speech_features=args.speech_features, speech_model=args.speech_model)
+        encode_workers=args.encode_workers, speech_features=args.speech_features, speech_model=args.speech_model,
+        lip_align=not args.no_lip_align, alignment_offset=args.alignment_offset, auto_align=args.auto_align,
+        smooth_motion=not args.no_smooth)
 
 
 def _run(image, audio, out, args) -> int:

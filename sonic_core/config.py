@@ -60,6 +60,14 @@ class GenerateConfig:
     """Wav2Vec2/HuBERT checkpoint for speech_features 'wav2vec2'/'hubert': a Hugging Face folder (config.json + model.safetensors, vocab.json) or one .safetensors file (ComfyUI models/audio_encoders)."""
     motion_model: str = "phonetic"
     """'phonetic': lip shapes from recognised phones + acoustics, prosody-driven head (default). 'loudness': the first model, mouth opening from loudness only."""
+    lip_align: bool = True
+    """Shift the mouth against the sound by alignment_offset (and auto_align); off = both ignored."""
+    alignment_offset: float = 0.0
+    """Seconds the mouth is moved against the sound, + = later (-1 to 1; 0.03 is a typical correction)."""
+    auto_align: bool = False
+    """With lip_align: first measure the mouth's own lead or lag against the speech loudness and cancel it; alignment_offset then applies on top."""
+    smooth_motion: bool = True
+    """Zero-phase smoothing of head, brows and (lightly, keeping closures shut) the mouth."""
 
     def validate(self) -> "GenerateConfig":
         def bad(name: str, why: str) -> SonicInputError:
@@ -95,6 +103,12 @@ class GenerateConfig:
             raise bad("preset", f"must be one of {', '.join(PRESETS)} (x264) or p1-p7 (NVENC) (got {self.preset!r})")
         if not (0 <= int(self.encode_workers) <= 64):
             raise bad("encode_workers", f"must be 0 (automatic) or 1-64 (got {self.encode_workers})")
+        try:
+            offset_ok = abs(float(self.alignment_offset)) <= 1.0
+        except (TypeError, ValueError):
+            offset_ok = False
+        if not offset_ok:
+            raise bad("alignment_offset", f"must be between -1 and 1 seconds (got {self.alignment_offset!r}); 0.03 is a typical correction")
         if self.motion_model not in MOTION_MODELS:
             raise bad("motion_model", f"must be 'phonetic' or 'loudness' (got {self.motion_model!r})")
         if self.speech_features not in SPEECH_FEATURES:

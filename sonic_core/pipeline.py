@@ -282,11 +282,13 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     """Animate the face in `image` with the speech in `audio` and write an MP4 to `out`.
 
     `image`: a path or an RGB array; `audio`: a path, bytes, AudioClip or (samples, rate).
-    Settings come from `config` and/or keyword overrides (see GenerateConfig). The MP4 is
-    written to a temporary file and renamed when complete, so `out` is never partial.
+    Settings come from `config` and/or keyword overrides (see GenerateConfig); lip alignment
+    and smoothing are applied as the ComfyUI Postprocess node applies them, with its defaults.
+    The MP4 is written to a temporary file and renamed when complete, so `out` is never partial.
     """
     from .face import FaceAnalyzer
     from .models import ensure_face_models
+    from .motion.post import postprocess
     from .video.writer import warm_encoders
 
     cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
@@ -320,6 +322,8 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
         animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
         lap("setup")
         track = motion.result() if motion is not None else make_motion(speech, cfg)
+        track = postprocess(track, cfg.lip_align, cfg.alignment_offset, cfg.smooth_motion, cfg.auto_align,
+                            speech.loudness)
         lap("motion")
     finally:
         if motion_thread is not None:

@@ -275,6 +275,23 @@ def test_render_passes_stereo_audio_through(comfy, chain):
     np.testing.assert_allclose(audio["waveform"][0].numpy(), stereo, atol=1e-6)
 
 
+def test_cli_engine_makes_the_same_motion_as_the_node_graph(chain, tmp_path, monkeypatch):
+    """generate() (the CLI's engine) applies the Postprocess node's lip alignment and smoothing,
+    so the same photo, speech and settings give the same motion track as Sampler -> Postprocess."""
+    from sonic_core import pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "write_mp4", lambda animator, track, *a, **k: seen.setdefault("track", track))
+    rgb = (chain.image[0].numpy() * 255.0 + 0.5).astype(np.uint8)
+    pipeline.generate(rgb, (chain.samples, chain.rate), tmp_path / "cli.mp4", chain.cfg, device="cpu",
+                      alignment_offset=0.04)
+    got, want = seen["track"], chain.post.track
+    assert got.num_frames == want.num_frames
+    for name in ("jaw_open", "lip_width", "head_rotation", "head_translation", "brow_raise", "blink"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-6, err_msg=name)
+    assert np.abs(got.jaw_open - chain.motion.track.jaw_open).max() > 0.01  # the offset did move the mouth
+
+
 def test_postprocess_shifts_mouth(chain):
     a, b = chain.motion.track.jaw_open, chain.post.track.jaw_open
     assert a.shape == b.shape and not np.array_equal(a, b)
