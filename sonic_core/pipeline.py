@@ -9,6 +9,7 @@ converts and encodes it while the next chunk renders.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,7 @@ from .imageio import load_image
 from .motion import loudness_motion
 from .types import AudioClip, MotionTrack, Portrait, SpeechFeatures
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 OVERLAP_MOTION_MAX_S = 60.0  # clips up to this long compute motion while the face is analysed
 
@@ -60,11 +62,14 @@ def _prefetch_first_job() -> threading.Thread:
     0.5 s on an H100 host, which has none). They then overlap audio decoding and the face
     stage, whose cold time is mostly waiting for the GPU, instead of adding to it."""
     def work():
-        import scipy.ndimage  # noqa: F401
-        import scipy.spatial  # noqa: F401
+        try:
+            import scipy.ndimage  # noqa: F401
+            import scipy.spatial  # noqa: F401
 
-        from .video.writer import nvenc_available
-        nvenc_available()
+            from .video.writer import nvenc_available
+            nvenc_available()
+        except Exception as e:  # only a head start: the job imports (and reports) these itself
+            log.debug("prefetch for the first job failed: %s", e)
 
     t = threading.Thread(target=work, name="sonic-prefetch", daemon=True)
     t.start()
