@@ -154,16 +154,22 @@ def bench_stages(res: int, audio: Path, device: torch.device, models_dir, analyz
     return row
 
 
+def rendered_chunks(res: int, audio: Path, device: torch.device, models_dir, analyzer):
+    """(config, clip, chunks): the whole clip rendered ahead, as the renderer hands it to the
+    writer, so an encoder can be timed alone."""
+    cfg = GenerateConfig(min_resolution=res).validate()
+    clip = load_audio(audio)
+    speech = analyze_speech(clip.mono(), clip.sample_rate, cfg.fps, frame_count(clip.duration, cfg.fps))
+    portrait, crop, lm = prepare_portrait(IMAGE, cfg, analyzer)
+    animator = Animator(portrait, crop, lm, cfg, device, models_dir)
+    return cfg, clip, [frames for _, _, frames in animator.chunks(make_motion(speech, cfg))]
+
+
 def bench_encoders(res: int, audio: Path, device: torch.device, models_dir, analyzer, tmp: Path,
                    workers_list, presets) -> list[dict]:
     """Encode the same rendered frames with each (parallel instances, preset): fps and MB."""
-    cfg = GenerateConfig(min_resolution=res).validate()
-    clip = load_audio(audio)
-    n = frame_count(clip.duration, cfg.fps)
-    speech = analyze_speech(clip.mono(), clip.sample_rate, cfg.fps, n)
-    portrait, crop, lm = prepare_portrait(IMAGE, cfg, analyzer)
-    animator = Animator(portrait, crop, lm, cfg, device, models_dir)
-    chunks = [frames for _, _, frames in animator.chunks(make_motion(speech, cfg))]
+    cfg, clip, chunks = rendered_chunks(res, audio, device, models_dir, analyzer)
+    n = sum(len(c) for c in chunks)
     rows = []
     for preset in presets:
         for workers in workers_list:
@@ -253,11 +259,13 @@ class MemoryTimeline:
 
     def _tagged(self, name, fn):
         def run(*a, **k):
-            self.stage = name if threading.current_thread() is threading.main_thread() else self.stage
+            on_main = threading.current_thread() is threading.main_thread()
+            if on_main:
+                self.stage = name
             try:
                 return fn(*a, **k)
             finally:
-                if name == "make_motion" and threading.current_thread() is not threading.main_thread():
+                if not on_main:  # the motion model on its own thread: one sample as it ends
                     self.samples.append((time.perf_counter(), "motion done", *self._read()))
         return run
 
@@ -284,62 +292,54 @@ class MemoryTimeline:
         """(anon, file, shmem) resident GB of this process, resident GB of its children, and the
         proportional set size (PSS) of this process and its children together: pages shared
         between processes (the helpers' libraries) counted once, the true footprint."""
-        me = {}
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key in ("RssAnon", "RssFile", "RssShmem"):
-                    me[key] = int(val.split()[0]) / 1e6
-        kids, pss = 0.0, _pss_gb("self")
+        me = _proc_gb("self", "status", *_RSS_KEYS)
+        kids, pss = 0.0, _proc_gb("self", "smaps_rollup", "Pss").get("Pss", 0.0)
         for p in _child_pids():
-            try:
-                with open(f"/proc/{p}/statm") as f:
-                    kids += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
-                pss += _pss_gb(p)
-            except OSError:
-                continue
-        return me.get("RssAnon", 0.0), me.get("RssFile", 0.0), me.get("RssShmem", 0.0), kids, pss
+            kids += _proc_gb(p, "status", "VmRSS").get("VmRSS", 0.0)
+            pss += _proc_gb(p, "smaps_rollup", "Pss").get("Pss", 0.0)
+        return (*(me.get(k, 0.0) for k in _RSS_KEYS), kids, pss)
 
     def summary(self) -> dict:
         if not self.samples:
             return {}
-        _, i = max((a + f + s, i) for i, (_, _, a, f, s, _, _) in enumerate(self.samples))
-        t, stage, anon, file, shm, kids, _ = self.samples[i]
+        own = lambda r: r[2] + r[3] + r[4]  # noqa: E731 - this process's resident GB in a sample
+        _, stage, anon, file, shm, kids, _ = max(self.samples, key=own)
         per_stage: dict = {}
-        for _, st, a, f, s, k, pss in self.samples:
-            per_stage[st] = round(max(per_stage.get(st, 0.0), a + f + s), 3)
+        for r in self.samples:
+            per_stage[r[1]] = round(max(per_stage.get(r[1], 0.0), own(r)), 3)
         return {"peak_stage": stage, "peak_split_gb": {"anon": round(anon, 3), "file": round(file, 3), "shmem": round(shm, 3),
                                                        "workers_now": round(kids, 3)},
-                "joint_peak_gb": round(max(a + f + s + k for _, _, a, f, s, k, _ in self.samples), 3),
-                "joint_peak_pss_gb": round(max(r[-1] for r in self.samples), 3), "stage_peaks_gb": per_stage}
+                "joint_peak_gb": round(max(own(r) + r[5] for r in self.samples), 3),
+                "joint_peak_pss_gb": round(max(r[6] for r in self.samples), 3), "stage_peaks_gb": per_stage}
 
 
-def _pss_gb(pid: str) -> float:
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        return next((int(line.split()[1]) / 1e6 for line in f if line.startswith("Pss:")), 0.0)
+_RSS_KEYS = ("RssAnon", "RssFile", "RssShmem")
+
+
+def _proc_gb(pid: str, name: str, *keys: str) -> dict[str, float]:
+    """`Key: N kB` fields of /proc/PID/NAME (status, smaps_rollup) in GB; {} if it is gone."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/{name}") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key in keys:
+                    out[key] = int(val.split()[0]) / 1e6
+    except OSError:
+        pass
+    return out
 
 
 def _peak_rss_gb() -> float:
     """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: on Linux that keeps
     the parent's high-water mark across fork+exec, so a child of a big process reports the parent."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return _proc_gb("self", "status", "VmHWM").get("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
 def _workers_peak_rss_gb() -> float:
     """Sum of the peak resident sets of this process's warm worker children (x264 segments,
     phone decoders), which stay alive after the job: an upper bound of their joint peak."""
-    total = 0
-    for pid in _child_pids():
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
-        except OSError:
-            continue
-    return total / 1e6
+    return sum(_proc_gb(pid, "status", "VmHWM").get("VmHWM", 0.0) for pid in _child_pids())
 
 
 def _child_pids() -> list[str]:
@@ -358,13 +358,7 @@ def _child_pids() -> list[str]:
 def _rss_split_gb() -> dict:
     """Resident memory now, split into anonymous (the process's own data) and file-backed pages
     (shared libraries such as cuDNN/cuBLAS kernels, clean and shared between processes)."""
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in ("RssAnon", "RssFile", "RssShmem"):
-                out[f"end_{key.lower()}_gb"] = int(val.split()[0]) / 1e6
-    return out
+    return {f"end_{k.lower()}_gb": v for k, v in _proc_gb("self", "status", *_RSS_KEYS).items()}
 
 
 def _rss_now_gb() -> float:

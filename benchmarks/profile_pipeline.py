@@ -26,11 +26,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench import IMAGE, make_speech  # noqa: E402
+from benchmarks.bench import IMAGE, make_speech, rendered_chunks  # noqa: E402
 from sonic_core import pipeline  # noqa: E402
-from sonic_core.audio import load_audio, phonemes  # noqa: E402
+from sonic_core.audio import phonemes  # noqa: E402
 from sonic_core.audio import vad as vad_mod  # noqa: E402
-from sonic_core.audio.features import analyze_speech, frame_count  # noqa: E402
 from sonic_core.config import GenerateConfig  # noqa: E402
 from sonic_core.face import FaceAnalyzer  # noqa: E402
 from sonic_core.models import ensure_face_models  # noqa: E402
@@ -183,13 +182,8 @@ def part_generate(res: int, audio: Path, dev, models, analyzer, tmp: Path, runs:
 
 
 def part_writer(res: int, audio: Path, dev, models, analyzer, tmp: Path, layouts) -> list[dict]:
-    cfg = GenerateConfig(min_resolution=res).validate()
-    clip = load_audio(audio)
-    n = frame_count(clip.duration, cfg.fps)
-    speech = analyze_speech(clip.mono(), clip.sample_rate, cfg.fps, n)
-    portrait, crop, lm = pipeline.prepare_portrait(IMAGE, cfg, analyzer)
-    anim = pipeline.Animator(portrait, crop, lm, cfg, dev, models)
-    chunks = [f for _, _, f in anim.chunks(pipeline.make_motion(speech, cfg))]
+    cfg, clip, chunks = rendered_chunks(res, audio, dev, models, analyzer)
+    n = sum(len(c) for c in chunks)
     rows = []
     for workers, seg, threads, procs in layouts:
         best = None

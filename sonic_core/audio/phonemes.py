@@ -12,8 +12,8 @@ motion model falls back to signal features only.
 from __future__ import annotations
 
 import itertools
-import math
 import logging
+import math
 import os
 import subprocess
 import sys
