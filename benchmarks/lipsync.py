@@ -8,7 +8,10 @@ is re-run on the decoded frames and the mouth opening (inner-lip gap 13-14 over 
 distance) is compared with the truth from libespeak-ng's phoneme events (tests/espeak_timing.py):
 
   corr_tgt   correlation of mouth opening with phoneme-timed target openness (IPA vowel height,
-             p/b/m = 0), video frame i = mean target over [i/fps, (i+1)/fps)
+             p/b/m = 0), video frame i = mean target over [i/fps, (i+1)/fps); stops start at
+             their closure (`stop_closures`: espeak reports a stop at its release burst, so
+             its closure silence would otherwise count as the previous vowel, open)
+  corr_evt   the same with every phone starting at its espeak event (stops at the release)
   corr_loud  correlation with the speech loudness (SpeechFeatures.loudness)
   lag_ms     the shift of the mouth against the target that maximises the correlation
              (+ = mouth later than the sound), searched over +-5 frames, refined below a frame
@@ -41,7 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.espeak_timing import Phone, ipa_is_bilabial, openness_track, speak_with_phonemes  # noqa: E402
+from tests.espeak_timing import (Phone, ipa_is_bilabial, openness_track, speak_with_phonemes,  # noqa: E402
+                                 stop_closures)
 
 CLIPS = [
     # name, voice, [(text, gap_after_s)], speed
@@ -110,7 +114,9 @@ def blink_count(lm, shut_level):
     return int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
 
 
-def measure(frames, analyzer, phones, loudness, fps):
+def measure(frames, analyzer, phones, loudness, fps, closure_phones=None):
+    """`phones` as espeak reported them; `closure_phones` the same with stops starting at their
+    closure (the openness target of corr_tgt; default: `phones`)."""
     from sonic_core.evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
     from sonic_core.motion.post import best_lag, shifted_corr
 
@@ -118,7 +124,7 @@ def measure(frames, analyzer, phones, loudness, fps):
     lm = landmarks_of_frames(frames, analyzer, ref)
     gap = lip_gap(lm)
     n = len(gap)
-    tgt = openness_track(phones, n, fps)
+    tgt = openness_track(closure_phones or phones, n, fps)
     corr = shifted_corr(gap, tgt, 0)
     best = best_lag(gap, tgt, 5)
     lo, hi = np.percentile(gap, 3), np.percentile(gap, 97)
@@ -145,7 +151,8 @@ def measure(frames, analyzer, phones, loudness, fps):
     nose = lm[:, 1, :2] - (lm[:, EYE_OUTER[0], :2] + lm[:, EYE_OUTER[1], :2]) / 2  # nose vs eye midpoint (pose)
     nose_travel = float(np.linalg.norm(np.percentile(nose / iod[:, None], 95, axis=0) - np.percentile(nose / iod[:, None], 5, axis=0)))
     return {
-        "corr_tgt": corr, "corr_loud": shifted_corr(gap, np.asarray(loudness[:n]), 0),
+        "corr_tgt": corr, "corr_evt": shifted_corr(gap, openness_track(phones, n, fps), 0),
+        "corr_loud": shifted_corr(gap, np.asarray(loudness[:n]), 0),
         "lag_ms": best * 1000.0 / fps, "pbm": (closed, len(bil)), "sil_move": sil_move,
         "blinks_min": blink_count(lm, shut_eye_level(frames[0], ref, analyzer)) / (n / fps / 60.0),
         "roll_deg": float(np.percentile(roll, 95) - np.percentile(roll, 5)), "nose_pct": 100 * nose_travel,
@@ -195,7 +202,7 @@ def main(argv=None):
                 dt = time.perf_counter() - t0
                 frames = read_video_frames(out)
                 loud = analyze_speech(samples, rate, args.fps, len(frames)).loudness
-                m = measure(frames, analyzer, phones, loud, args.fps)
+                m = measure(frames, analyzer, phones, loud, args.fps, stop_closures(phones, samples, rate))
                 m.update(clip=name, model=model, photo=photo.split(".")[0], secs=r.seconds, motion_s=r.timings.get("motion", 0.0),
                          total_s=dt)
                 rows.append(m)
@@ -205,14 +212,14 @@ def main(argv=None):
     return rows
 
 
-HEADER = ("clip", "photo", "model", "corr_tgt", "corr_loud", "lag_ms", "p/b/m", "sil_move", "blinks/min",
+HEADER = ("clip", "photo", "model", "corr_tgt", "corr_evt", "corr_loud", "lag_ms", "p/b/m", "sil_move", "blinks/min",
           "roll_deg", "nose%", "audio_s", "motion_s")
 
 
 def fmt_row(m):
     c, t = m["pbm"]
     pbm = f"{c}/{t} ({100 * c / t:.0f}%)" if t else "-"
-    return " | ".join([m["clip"], m["photo"], m["model"], f"{m['corr_tgt']:.2f}", f"{m['corr_loud']:.2f}",
+    return " | ".join([m["clip"], m["photo"], m["model"], f"{m['corr_tgt']:.2f}", f"{m['corr_evt']:.2f}", f"{m['corr_loud']:.2f}",
                        f"{m['lag_ms']:+.0f}", pbm, f"{100 * m['sil_move']:.0f}%" if m["sil_move"] == m["sil_move"] else "-",
                        f"{m['blinks_min']:.0f}", f"{m['roll_deg']:.1f}", f"{m['nose_pct']:.1f}", f"{m['secs']:.1f}",
                        f"{m['motion_s']:.2f}"])

@@ -181,6 +181,48 @@ def ipa_is_bilabial(ipa: str) -> bool:
     return bool(s) and s[0] in _BILABIAL
 
 
+_STOPS = set("pbtdkgɡcɟqʔ")
+
+
+def stop_closures(phones: list[Phone], samples: np.ndarray, rate: int, max_back: float = 0.12,
+                  quiet_db: float = 25.0) -> list[Phone]:
+    """The phones with each stop starting at its closure instead of its release.
+
+    espeak-ng reports a stop's phoneme event at the release burst: the closure before it
+    (silence, or a faint voice bar) falls inside the previous phone's interval, so a truth
+    taken from the events keeps the mouth open ~20-50 ms into every closure, whereas a
+    stop's segment includes its closure (as TIMIT's pcl/p labels do). Here the closure is the
+    run of 5 ms frames at least `quiet_db` below the previous phone's loudest, ending at most
+    15 ms before the event and starting at most `max_back` s earlier (and not in the first 30 %
+    of the previous phone); the previous phone then ends where the closure starts. Stops with
+    no such quiet run (after a pause, or voiced through) keep their event time.
+    """
+    hop = max(1, rate // 200)
+    x = np.asarray(samples, np.float64)
+    nfr = len(x) // hop
+    e = 10 * np.log10(np.add.reduceat(x[:nfr * hop] ** 2, np.arange(0, nfr * hop, hop)) / hop + 1e-12) if nfr else x[:0]
+    out = list(phones)
+    for k in range(1, len(out)):
+        p, prev = out[k], out[k - 1]
+        s = p.ipa.strip().lstrip("ˈˌ'")
+        if not s or s[0] not in _STOPS or prev.is_pause:
+            continue
+        j = min(int(p.start * rate / hop), nfr)  # the frame holding the release event
+        lo = max(int((p.start - max_back) * rate / hop), int((prev.start + 0.3 * (prev.end - prev.start)) * rate / hop), 0)
+        if j - lo < 2:
+            continue
+        quiet = e[lo:j] < e[lo:j].max() - quiet_db
+        last = [i for i in range(len(quiet) - 1, max(len(quiet) - 4, -1), -1) if quiet[i]]
+        if not last:
+            continue
+        i = last[0]
+        while i > 0 and quiet[i - 1]:
+            i -= 1
+        t = (lo + i) * hop / rate
+        out[k - 1], out[k] = Phone(prev.start, t, prev.ipa), Phone(t, p.end, p.ipa)
+    return out
+
+
 def openness_track(phones: list[Phone], n: int, fps: float) -> np.ndarray:
     """Per-video-frame target openness: frame i covers [i/fps, (i+1)/fps), value = time-weighted mean."""
     out = np.zeros(n, np.float64)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from .conftest import EXAMPLES
-from .espeak_timing import Phone, speak_with_phonemes
+from .espeak_timing import Phone, speak_with_phonemes, stop_closures
 from .speech import write_audio
 
 FPS = 25.0
@@ -49,7 +49,7 @@ def english_measured(english, tmp_path_factory, models_dir, analyzer):
     path, samples, rate, phones = english
     frames = _render(path, tmp_path_factory.mktemp("r"), models_dir, analyzer, seed=1)
     loud = analyze_speech(samples, rate, FPS, len(frames)).loudness
-    return measure(frames, analyzer, phones, loud, FPS)
+    return measure(frames, analyzer, phones, loud, FPS, stop_closures(phones, samples, rate))
 
 
 def test_lips_close_on_pbm(english_measured):
@@ -183,6 +183,34 @@ def test_vad_on_the_gpu_agrees_with_the_cpu():
     cpu, gpu = vad.speech_probability(x), vad.speech_probability(x, device="cuda")
     assert gpu.shape == cpu.shape and np.abs(gpu - cpu).max() < 0.01
     assert ((gpu > 0.5) != (cpu > 0.5)).mean() < 0.005
+
+
+def test_stop_closures_start_stops_where_their_silence_starts():
+    """The benchmark's truth moves a stop's start from espeak's release event back to its
+    closure: the moved stops must begin on a quiet run that reaches the event, well below the
+    vowel before; the rest must be untouched."""
+    s, rate, phones = speak_with_phonemes("Keep the cat at the top of the pit. Bob ate a big pie.", voice="en-us")
+    moved = stop_closures(phones, s, rate)
+    assert [p.ipa for p in moved] == [p.ipa for p in phones]
+    hop = rate // 200
+
+    def level(t0, t1):
+        seg = s[int(t0 * rate): int(t1 * rate)].astype(np.float64)
+        frames = seg[: len(seg) // hop * hop].reshape(-1, hop)
+        return 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
+
+    shifted = 0
+    for k, (old, new) in enumerate(zip(phones, moved)):
+        if new.start == old.start:
+            continue
+        assert new.ipa.lstrip("ˈˌ")[0] in "ptkbdɡg" and k > 0, (old, new)
+        shifted += 1
+        assert 0.005 <= old.start - new.start <= 0.12, (old, new)
+        assert moved[k - 1].end == new.start and moved[k - 1].start == phones[k - 1].start
+        closure, before = level(new.start, old.start - 0.015), level(phones[k - 1].start, new.start)
+        assert closure.max() < before.max() - 20, (old, new)
+    voiceless = sum(p.ipa.lstrip("ˈˌ")[0] in "ptk" for p in phones[1:] if not p.is_pause)
+    assert shifted >= voiceless // 2 >= 3, (shifted, voiceless)
 
 
 def test_espeak_phone_events_are_sane():

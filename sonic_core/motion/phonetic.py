@@ -48,7 +48,7 @@ AR = 100  # analysis frames per second
 MAX_JAW = 0.42
 CHANNELS = ("jaw", "width", "pucker", "tuck")
 COART_TAU_S = 0.045  # dominance decay outside a segment
-PHONETIC_MIX = 0.5  # share of the phonetic jaw target (the rest is the acoustic opening)
+PHONETIC_MIX = 0.3  # share of the phonetic jaw target (the rest is the acoustic opening)
 
 
 # ------------------------------------------------------------------ acoustic analysis (100 Hz)
@@ -64,13 +64,21 @@ def _frames(x: np.ndarray, win: int, n: int, first: int = 0) -> np.ndarray:
 # Bands whose per-frame power sums `closure_frames` needs (the release burst; the second formant).
 BURST_BAND = (200.0, 7000.0)
 F2_BAND = (900.0, 2600.0)
+VOWEL_BAND = (300.0, 2500.0)  # Hz: where vowels put their first two formants (see acoustic_features)
 LABIAL_BURST_HZ = 1500.0  # p/b release bursts are low and diffuse; t, k centre higher
 MAX_SILENT_CLOSURE = 30  # 10 ms frames: a silent gap this short inside speech may be a stop closure
 SEAL = 0.6  # a video frame covered this much (of its interval) by a closure shows sealed lips
 
 
 def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]:
-    """Per 10 ms: dB level, normalised loudness 0..1, voicing 0..1, F0 (Hz, 0 unvoiced), F1 proxy 0..1.
+    """Per 10 ms: dB level, normalised loudness 0..1, voicing 0..1, F0 (Hz, 0 unvoiced), F1 proxy 0..1,
+    and the vowel-band share 0..1 (`vowel`: power in 300-2500 Hz over 100-7000 Hz).
+
+    The vowel-band share separates vowels from loud consonants without a recogniser: a vowel
+    puts most of its power into its first two formants, whereas a nasal murmur (m, n) sits
+    below 300 Hz behind closed lips or a raised tongue, a fricative above 2.5 kHz, and a stop
+    closure has little power anywhere but the voice bar. Loudness alone opens the mouth on
+    every voiced consonant.
 
     Also, per frame, the power and the frequency-weighted power in the burst and F2 bands
     (`_burst_q/_burst_w`, `_f2_q/_f2_w`): a band centroid over any run of frames is then
@@ -78,16 +86,18 @@ def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]
     so memory is a few small arrays per frame, whatever the audio's length.
     """
     n = int(np.ceil(len(x) / RATE * AR))
-    out = {k: np.zeros(n, np.float32) for k in ("db", "loud", "voiced", "f0", "f1")}
+    out = {k: np.zeros(n, np.float32) for k in ("db", "loud", "voiced", "f0", "f1", "vowel")}
     if n == 0:
         return out
     hann = np.hanning(400).astype(np.float32)
     f = np.fft.rfftfreq(1024, 1.0 / RATE)
     band = (f >= 200) & (f <= 1100)
+    vowel_band, all_band = (f > VOWEL_BAND[0]) & (f < VOWEL_BAND[1]), (f > 100) & (f < 7000)
     bands = {name: (f >= lo_hz) & (f <= hi_hz) for name, (lo_hz, hi_hz) in (("burst", BURST_BAND), ("f2", F2_BAND))}
     lo, hi = RATE // 400, RATE // 70
     db = np.empty(n, np.float64)
     f1 = np.empty(n, np.float64)
+    vowel = np.empty(n, np.float64)
     voiced = np.empty(n, np.float64)
     lag = np.empty(n, np.int64)
     sums = {f"_{b}_{k}": np.empty(n, np.float64) for b in bands for k in ("q", "w")}
@@ -99,6 +109,7 @@ def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]
         p = np.abs(np.fft.rfft(fr * hann, n=1024, axis=1)) ** 2
         cen = (p[:, band] * f[band]).sum(1) / np.maximum(p[:, band].sum(1), 1e-12)
         f1[a:a + m] = np.clip((cen - 350.0) / (750.0 - 350.0), 0.0, 1.0)
+        vowel[a:a + m] = p[:, vowel_band].sum(1) / np.maximum(p[:, all_band].sum(1), 1e-12)
         for b, sel in bands.items():
             sums[f"_{b}_q"][a:a + m] = p[:, sel].sum(1)
             sums[f"_{b}_w"][a:a + m] = (p[:, sel] * f[sel]).sum(1)
@@ -115,7 +126,7 @@ def acoustic_features(x: np.ndarray, block: int = 1024) -> dict[str, np.ndarray]
     loud[db < floor + 3.0] = 0.0
     f0 = np.where(voiced > 0.45, RATE / lag, 0.0)
     out.update(db=db.astype(np.float32), loud=loud.astype(np.float32), voiced=voiced.astype(np.float32),
-               f0=f0.astype(np.float32), f1=f1.astype(np.float32), **sums)
+               f0=f0.astype(np.float32), f1=f1.astype(np.float32), vowel=vowel.astype(np.float32), **sums)
     return out
 
 
@@ -344,8 +355,10 @@ def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phone
 def mouth_channels(an: dict) -> dict[str, np.ndarray]:
     """Mouth channels at 100 Hz (unscaled) + the closure ranges."""
     feats, speech, segs, n = an["feats"], an["speech"], an["segments"], an["n"]
-    loud, f1, voiced = feats["loud"], feats["f1"], feats["voiced"]
-    # Acoustic opening: loudness (perceptual) x vowel openness from the first-formant proxy.
+    loud, f1, voiced, vowel = feats["loud"], feats["f1"], feats["voiced"], feats["vowel"]
+    # Acoustic opening: loudness (perceptual) x vowel openness from the first-formant proxy,
+    # x the vowel-band share (voiced consonants are loud too, but their power lies elsewhere).
+    loud = loud * vowel ** 2
     acoustic = MAX_JAW * np.sqrt(loud) * (0.45 + 0.55 * f1) * (0.6 + 0.4 * np.clip(voiced * 1.5, 0, 1))
     if segs:
         ch = viseme_channels(segs, n, speech)
