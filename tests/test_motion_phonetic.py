@@ -54,13 +54,13 @@ def english_measured(english, tmp_path_factory, models_dir, analyzer):
 
 def test_lips_close_on_pbm(english_measured):
     closed, total = english_measured["pbm"]
-    assert total >= 6 and closed / total >= 0.6, english_measured
+    assert total >= 6 and closed / total >= 0.8, english_measured
 
 
 def test_mouth_follows_phonemes_without_lag(english_measured):
     m = english_measured
-    assert m["corr_tgt"] >= 0.6, m
-    assert abs(m["lag_ms"]) <= 80, m
+    assert m["corr_tgt"] >= 0.7, m
+    assert abs(m["lag_ms"]) <= 50, m
 
 
 def test_mouth_still_in_silence(english_measured):
@@ -183,6 +183,38 @@ def test_vad_on_the_gpu_agrees_with_the_cpu():
     cpu, gpu = vad.speech_probability(x), vad.speech_probability(x, device="cuda")
     assert gpu.shape == cpu.shape and np.abs(gpu - cpu).max() < 0.01
     assert ((gpu > 0.5) != (cpu > 0.5)).mean() < 0.005
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-us+f3"])
+def test_loud_nasals_and_laterals_keep_the_mouth_low(voice):
+    """m, n, l are nearly as loud as vowels, so loudness alone opens the mouth on them; their power
+    lies outside the vowel formant band, and the acoustic opening is gated by that share."""
+    from sonic_core.motion import phonetic
+
+    from .espeak_timing import ipa_openness
+
+    s, rate, phones = speak_with_phonemes("My mother made lemon melon jam in Maine, and Lena only knew him.", voice=voice)
+    an = phonetic.analyze(s, rate)
+    jaw, loud = phonetic.mouth_channels(an)["jaw"], an["feats"]["loud"]
+
+    def median_over(kind, x):
+        meds = []
+        for p in phones:
+            q = p.ipa.strip().lstrip("ˈˌ'")
+            a, b = int(p.start * 100) + 1, int(p.end * 100) - 1  # inner frames: away from transitions
+            if q and b > a and kind(q):
+                meds.append(np.median(x[a:b]))
+        assert len(meds) >= 5
+        return float(np.median(meds))
+
+    def sonorant(q):
+        return q[0] in "mnlŋ" and len(q) <= 2
+
+    def open_vowel(q):
+        return ipa_openness(q) >= 0.28
+
+    assert median_over(sonorant, loud) >= 0.6 * median_over(open_vowel, loud)  # loudness cannot tell them apart
+    assert median_over(sonorant, jaw) <= 0.4 * median_over(open_vowel, jaw)
 
 
 def test_stop_closures_start_stops_where_their_silence_starts():
