@@ -314,6 +314,53 @@ def test_teeth_follow_the_scene_not_only_the_skin(analyzer, models_dir):
     assert float(g.max() - g.min()) < 0.02
 
 
+def test_lips_parted_in_the_photo_close_at_rest_and_open_past_it(analyzer, models_dir):
+    """A portrait smiling with its teeth showing: jaw 0 brings the lips together, the photo's own opening gives back
+    the photo's mouth, a wide vowel opens past it, and closing folds no face triangle. A photo with
+    closed lips gets no closing field at all."""
+    from sonic_core.models import load_face_topology
+    from sonic_core.pipeline import prepare_portrait
+    from sonic_core.render.deform import deform
+    from sonic_core.render.renderer import PortraitRenderer
+    from sonic_core.render.rig import build_rig
+    from sonic_core.types import MotionTrack
+
+    cfg = GenerateConfig(min_resolution=384).validate()
+    _, crop, lm = prepare_portrait(EXAMPLES / "astronaut.png", cfg, analyzer)
+    r = PortraitRenderer(crop, lm, load_face_topology(models_dir), "cpu")
+    rest = r.rig.rest_open
+    assert 0.08 < rest < 0.3, rest
+    jaws = np.float32([0.0, rest, 0.35])
+    n = len(jaws)
+    zeros = np.zeros(n, np.float32)
+    track = MotionTrack(25.0, jaws, zeros, np.zeros((n, 3), np.float32), np.zeros((n, 2), np.float32), zeros, zeros)
+    frames = r.render(track, 0, n).numpy()
+    photo, closed, at_rest, wide = lip_gap(landmarks_of_frames(np.concatenate([crop[None], frames]), analyzer, lm))
+    # FaceMesh reads closed lips on a smile as partly open (~40-50 % of this photo's opening);
+    # without the closing field jaw 0 is the photo itself.
+    assert closed < 0.6 * photo, (closed, photo)
+    assert abs(at_rest - photo) < 0.15 * photo, (at_rest, photo)
+    assert wide > 1.4 * photo, (wide, photo)
+
+    rig = r.rig
+    tgt = deform(rig, **r._chunk(track, 0, 1))[0]
+    tris = rig.triangles[~rig.mouth_triangles]
+
+    def area(p):
+        a, b, c = p[tris[:, 0]], p[tris[:, 1]], p[tris[:, 2]]
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    before, after = area(rig.vertices[:, :2]), area(tgt)
+    # This smile's upper lip is 2-3 px thick at 384²: slivers along its contours (under ~10 px²)
+    # may tip over by a fraction of a pixel; no triangle of visible size (over 25 px²) may.
+    big = before.abs() / 2 > 25.0
+    assert not bool(((before > 0) != (after > 0))[big].any())
+
+    _, crop_g, lm_g = prepare_portrait(EXAMPLES / "grace_hopper.jpg", cfg, analyzer)
+    closed_rig = build_rig(lm_g, load_face_topology(models_dir), 384)
+    assert closed_rig.rest_open == 0.0 and float(closed_rig.close_dir.abs().max()) == 0.0
+
+
 def test_triangle_map_matches_a_per_pixel_reference(analyzer, models_dir):
     """The vectorised rasteriser of the rig (which triangle each pixel belongs to) against a
     plain per-pixel test of every triangle, on the real face mesh of a photo with some

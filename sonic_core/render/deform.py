@@ -27,8 +27,17 @@ def rigid_head(rig: FaceRig, points: torch.Tensor, rotation: torch.Tensor, trans
 def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink: torch.Tensor,
            brow: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
            pucker: torch.Tensor | None = None, lip_tuck: torch.Tensor | None = None) -> torch.Tensor:
-    """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device)."""
+    """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device).
+
+    `jaw_open` is the lips' opening in mouth widths, whatever the photo shows: where the photo's
+    lips are parted (`rig.rest_open` > 0), openings below the photo's close them part of the way
+    (0 = lips together) and larger ones open the jaw by the difference.
+    """
     base = rig.vertices[None, :, :2]
+    if rig.rest_open > 0:
+        closing = (1.0 - jaw_open / rig.rest_open).clamp(0.0, 1.0)
+        base = base + closing[:, None, None] * rig.close_dir
+        jaw_open = (jaw_open - rig.rest_open).clamp_min(0.0)
     local = (base + jaw_open[:, None, None] * rig.jaw_dir + lip_width[:, None, None] * rig.lip_width_dir
              + blink[:, None, None] * rig.blink_dir + brow[:, None, None] * rig.brow_dir)
     if pucker is not None:

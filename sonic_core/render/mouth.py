@@ -171,6 +171,37 @@ def _photo_interior(photo: PhotoMouth, px: torch.Tensor, py: torch.Tensor, skull
     return colour, alpha
 
 
+def _seal_lips(region: torch.Tensor, pu: torch.Tensor, pv: torch.Tensor, v_up: torch.Tensor, v_low: torch.Tensor,
+               dist: torch.Tensor, closing: torch.Tensor, mouth_width: float, feather: float) -> None:
+    """Cover, in place, the seam of lips that the rig closed over the photo's own open mouth.
+
+    FaceMesh's inner lip contour on a smile runs a few pixels inside the teeth, so closed
+    lips would keep a broken white line between them. Within a band around the seam (up to
+    6 % of the mouth width, growing as the lips close), each lip's texture is continued
+    from just outside the band toward the seam, and the seam itself gets the faint dark line
+    where closed lips meet.
+    """
+    B, _, h, w = region.shape
+    band = (0.06 * mouth_width * closing)[:, None].clamp_min(1e-3)  # [B,1] pixels
+    within = (1 - dist / band).clamp(0, 1)  # 1 on the seam, 0 at the band's edge
+    if not bool((within > 0).any()):
+        return
+    above = pv < (v_up + v_low) / 2
+    # Move each sample out of the band: up for the upper lip, down for the lower, in the
+    # mouth frame (pv grows downward; the frame is nearly axis-aligned for upright faces).
+    out = torch.where(above, -1.0, 1.0) * (band - dist).clamp_min(0) + torch.where(above, -1.0, 1.0)
+    ys = torch.arange(h, device=region.device, dtype=region.dtype) + 0.5
+    xs = torch.arange(w, device=region.device, dtype=region.dtype) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    sy = gy.reshape(1, -1) + out
+    grid = torch.stack([gx.reshape(1, -1).expand(B, -1) * (2.0 / w) - 1.0, sy * (2.0 / h) - 1.0], -1)[:, None]
+    lip = F.grid_sample(region, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+    wgt = (within * within * (3 - 2 * within) * (pu.abs() < 1.0)).view(B, 1, h, w)
+    lip = lip.view(B, -1, h, w) * (1 - 0.3 * closing.view(B, 1, 1, 1)
+                                   * torch.exp(-(dist / max(0.6 * feather, 0.5)) ** 2).view(B, 1, h, w))
+    region.mul_(1 - wgt).add_(lip * wgt)
+
+
 def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Tensor, teeth_upper: torch.Tensor,
                     style: MouthStyle, mouth_width: float, noise: torch.Tensor,
                     photo: PhotoMouth | None = None) -> torch.Tensor:
@@ -291,6 +322,7 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
         g = g / g.sum()
         interior = F.conv2d(F.pad(interior, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
         interior = F.conv2d(F.pad(interior, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
     if photo is not None:
         shift = teeth_upper.mean(1) - photo.upper.mean(0)[None]
         gap_now = (tgt[:, tp.LOWER_LIP_MID] - tgt[:, tp.UPPER_LIP_MID]).norm(dim=-1)
@@ -298,7 +330,11 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
         colour, pa = _photo_interior(photo, px, py, shift, extra, feather)
         pa = pa.view(B, 1, h, w)
         interior = interior * (1 - pa) + colour.view(B, 3, h, w) * pa
+        closing = ((photo.gap - gap_now) / max(photo.gap, 1e-3)).clamp(0, 1)
+        if bool((closing > 0).any()):
+            _seal_lips(region, pu, pv, v_up, v_low, dist, closing, mouth_width, feather)
+            # Where the lips (nearly) touch, the photo's teeth must not show through the seam.
+            alpha = alpha * (gap / (2.0 * feather)).clamp(0, 1)
     a = alpha.view(B, 1, h, w)
-    region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
     region.mul_(1 - a).add_(interior * a)
     return frames

@@ -26,6 +26,8 @@ class FaceRig:
     mouth_triangles: torch.Tensor  # [T] bool: triangles closing the mouth hole (interior is synthesized there)
     head_weight: torch.Tensor  # [V] share of the rigid head motion
     jaw_dir: torch.Tensor  # [V, 2] displacement per unit jaw opening (pixels per 1.0 = mouth width)
+    close_dir: torch.Tensor  # [V, 2] displacement that brings the photo's parted lips together (zeros if closed)
+    rest_open: float  # the photo's own lip opening at the centre, in mouth widths (0 for closed lips)
     lip_width_dir: torch.Tensor  # [V, 2] displacement per unit relative mouth-width change
     blink_dir: torch.Tensor  # [V, 2] displacement for fully closed eyes
     brow_dir: torch.Tensor  # [V, 2] displacement for a full brow raise
@@ -175,6 +177,51 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     return out
 
 
+MIN_REST_OPEN = 0.04  # mouth widths: lips parted less than this in the photo already read as closed
+LOWER_LIP_SHARE = 0.6  # of the photo's lip gap, closed by the lower lip rising (the rest: the upper lip)
+SEAL_GAP = 0.02  # closed lips stay this share of the photo's gap apart: touching, yet no flat triangles
+
+
+def _closing_field(p2: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np.ndarray, lip_top: np.ndarray,
+                   jaw_w: np.ndarray, lateral: np.ndarray, down: np.ndarray, mouth_w: float,
+                   mesh_triangles: np.ndarray) -> tuple[np.ndarray, float]:
+    """Displacement [V,2] that closes the photo's parted lips, and the opening it closes (mouth widths).
+
+    A portrait often smiles with its teeth showing; without this, its lips could never meet,
+    neither on p/b/m nor at rest. Each inner-lip pair closes to within `SEAL_GAP` of its gap,
+    the lower lip rising by `LOWER_LIP_SHARE` of it and the upper lip coming down by the rest.
+    Every vertex takes the displacement of the inner lip at its place across the mouth
+    (interpolated, zero at the corners and beyond), so each lip moves as one piece and lips
+    of any shape meet along their whole length without crossing: fully within the lip
+    bodies; below the lower lip as much as the jaw field moves it relative to the lip (the
+    chin rises with the closing jaw); above the upper lip fading out within 6 % of the
+    face height (the skin under the nose stretches a little).
+    """
+    V = len(u)
+    up, lo = p2[list(tp.INNER_UPPER)], p2[list(tp.INNER_LOWER)]
+    gaps = np.clip((lo - up) @ down, 0.0, None)
+    gaps[0] = gaps[-1] = 0.0  # the corners are shared points
+    centre_gap = float(np.median(gaps[3:8]))
+    if centre_gap < MIN_REST_OPEN * mouth_w:
+        return np.zeros((V, 2)), 0.0
+    close = (1 - SEAL_GAP) * gaps
+    inner_u = u[list(tp.INNER_LOWER)]
+    order = np.argsort(inner_u)
+    along = np.interp(u, inner_u[order], close[order], left=0.0, right=0.0)
+    lower = np.clip(jaw_w / np.maximum(lateral, 1e-3), 0.0, 1.0) * (below_slit > 0)
+    upper = (below_slit == 0) * (1.0 - _smoothstep(lip_top - ny, 0.0, 0.06))
+    amount = (-LOWER_LIP_SHARE * lower + (1 - LOWER_LIP_SHARE) * upper) * along
+    amount[list(tp.INNER_LOWER)] = -LOWER_LIP_SHARE * close
+    amount[list(tp.INNER_UPPER[1:-1])] = (1 - LOWER_LIP_SHARE) * close[1:-1]
+    # Smooth between the lip contours and the still skin (as for the jaw field), so no
+    # triangle near the corners tips over where neighbours would move unequally.
+    pinned = np.zeros(468, bool)
+    pinned[list(tp.INNER_UPPER + tp.INNER_LOWER + tp.OUTER_UPPER + tp.OUTER_LOWER)] = True
+    pinned |= np.abs(u[:468]) > 1.6
+    amount[:468] = _relax(amount[:468], mesh_triangles, pinned, iterations=12)
+    return amount[:, None] * down[None], centre_gap / mouth_w
+
+
 def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> FaceRig:
     """Rig for a photo crop of `size` pixels whose FaceMesh points are `landmarks` [468,3] (crop pixels)."""
     from scipy.spatial import Delaunay
@@ -261,10 +308,11 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     corner_w = 0.12
     lateral = np.where(d <= 1.0, corner_w + (1 - corner_w) * np.clip(1.0 - d ** 2, 0, 1) ** 0.7,
                        corner_w * np.exp(-(((d - 1.0) / 1.4) ** 2)))
-    inner_u = np.concatenate([u[list(tp.INNER_UPPER)], u[list(tp.INNER_LOWER)]])
-    inner_ny = np.concatenate([ny[list(tp.INNER_UPPER)], ny[list(tp.INNER_LOWER)]])
-    order = np.argsort(inner_u)
-    slit = np.interp(u, inner_u[order], inner_ny[order])
+    # The slit runs midway between the inner lips: for lips parted in the photo, one line
+    # through both contours' points would zigzag between them and put parts of the upper
+    # lip below it.
+    slit = np.mean([np.interp(u, u[list(c)][np.argsort(u[list(c)])], ny[list(c)][np.argsort(u[list(c)])])
+                    for c in (tp.INNER_UPPER, tp.INNER_LOWER)], axis=0)
     ny_chin = float(((p2[tp.CHIN] - mouth_c) @ down) / face_h)
     ny_outer_low = float(((p2[17] - mouth_c) @ down) / face_h)
     roll_off = 1.0 - 0.2 * _smoothstep(ny, ny_outer_low, ny_chin)
@@ -312,6 +360,8 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
         jaw_w[468:468 + n_ring] = np.concatenate(ring_jaw)
     # Jaw opening moves the lower face down; the upper lip lifts a little.
     jaw_dir = jaw_w[:, None] * down[None] * mouth_w - 0.12 * upper_w[:, None] * down[None] * mouth_w
+    close_dir, rest_open = _closing_field(p2, u, ny, below_slit, lip_top, jaw_w, lateral, down, mouth_w,
+                                          np.asarray(mesh_triangles))
 
     # Lip width: stretch sideways around the mouth centre, fading with distance.
     dist = np.sqrt(nx ** 2 + (ny * 1.6) ** 2)
@@ -362,13 +412,14 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
 
     pivot = np.array([centre[0], centre[1] + 0.25 * face_h, float(lm[:, 2].mean()) + 0.6 * face_h])
     tri_map = rasterize_triangle_ids(verts2, tris, size)
-    moving = (head_w > 0) | (np.abs(jaw_dir).sum(1) > 0) | (np.abs(lip_width_dir).sum(1) > 0) \
+    moving = (head_w > 0) | (np.abs(jaw_dir).sum(1) > 0) | (np.abs(close_dir).sum(1) > 0) | (np.abs(lip_width_dir).sum(1) > 0) \
         | (np.abs(blink_dir).sum(1) > 0) | (np.abs(brow_dir).sum(1) > 0) | (np.abs(pucker_dir).sum(1) > 0) \
         | (np.abs(tuck_dir).sum(1) > 0)
     f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     return FaceRig(
         size=size, vertices=f32(verts), triangles=torch.as_tensor(tris, dtype=torch.int64),
         mouth_triangles=torch.as_tensor(mouth_mask), head_weight=f32(head_w), jaw_dir=f32(jaw_dir),
+        close_dir=f32(close_dir), rest_open=rest_open,
         lip_width_dir=f32(lip_width_dir), blink_dir=f32(blink_dir), brow_dir=f32(brow_dir),
         pucker_dir=f32(pucker_dir), tuck_dir=f32(tuck_dir), pivot=f32(pivot),
         face_height=face_h, mouth_width=mouth_w, down=f32(down), tri_map=torch.as_tensor(tri_map),
