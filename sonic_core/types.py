@@ -70,8 +70,8 @@ class AudioClip:
 class MotionTrack:
     """Per-frame animation controls, in units the renderer understands.
 
-    `jaw_open` is the mouth opening as a fraction of the face's mouth width (0 = closed
-    as in the photo); head angles are radians; translation is a fraction of face size;
+    `jaw_open` is the lips' opening as a fraction of the face's mouth width (0 = lips
+    together, also where the photo shows them parted); head angles are radians; translation is a fraction of face size;
     `blink` is eyelid closure 0..1.
     """
 
