@@ -11,7 +11,8 @@ distance) is compared with the truth from libespeak-ng's phoneme events (tests/e
              p/b/m = 0), video frame i = mean target over [i/fps, (i+1)/fps); stops start at
              their closure (`stop_closures`: espeak reports a stop at its release burst, so
              its closure silence would otherwise count as the previous vowel, open)
-  corr_evt   the same with every phone starting at its espeak event (stops at the release)
+  corr_evt   the same with every phone starting at its espeak event (stops at the release);
+             lag_evt_ms its best lag
   corr_loud  correlation with the speech loudness (SpeechFeatures.loudness)
   lag_ms     the shift of the mouth against the target that maximises the correlation
              (+ = mouth later than the sound), searched over +-5 frames, refined below a frame
@@ -125,6 +126,7 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None):
     gap = lip_gap(lm)
     n = len(gap)
     tgt = openness_track(closure_phones or phones, n, fps)
+    tgt_evt = openness_track(phones, n, fps)
     corr = shifted_corr(gap, tgt, 0)
     best = best_lag(gap, tgt, 5)
     lo, hi = np.percentile(gap, 3), np.percentile(gap, 97)
@@ -151,7 +153,8 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None):
     nose = lm[:, 1, :2] - (lm[:, EYE_OUTER[0], :2] + lm[:, EYE_OUTER[1], :2]) / 2  # nose vs eye midpoint (pose)
     nose_travel = float(np.linalg.norm(np.percentile(nose / iod[:, None], 95, axis=0) - np.percentile(nose / iod[:, None], 5, axis=0)))
     return {
-        "corr_tgt": corr, "corr_evt": shifted_corr(gap, openness_track(phones, n, fps), 0),
+        "corr_tgt": corr, "corr_evt": shifted_corr(gap, tgt_evt, 0),
+        "lag_evt_ms": best_lag(gap, tgt_evt, 5) * 1000.0 / fps,
         "corr_loud": shifted_corr(gap, np.asarray(loudness[:n]), 0),
         "lag_ms": best * 1000.0 / fps, "pbm": (closed, len(bil)), "sil_move": sil_move,
         "blinks_min": blink_count(lm, shut_eye_level(frames[0], ref, analyzer)) / (n / fps / 60.0),
@@ -212,15 +215,16 @@ def main(argv=None):
     return rows
 
 
-HEADER = ("clip", "photo", "model", "corr_tgt", "corr_evt", "corr_loud", "lag_ms", "p/b/m", "sil_move", "blinks/min",
-          "roll_deg", "nose%", "audio_s", "motion_s")
+HEADER = ("clip", "photo", "model", "corr_tgt", "corr_evt", "corr_loud", "lag_ms", "lag_evt", "p/b/m", "sil_move",
+          "blinks/min", "roll_deg", "nose%", "audio_s", "motion_s")
 
 
 def fmt_row(m):
     c, t = m["pbm"]
     pbm = f"{c}/{t} ({100 * c / t:.0f}%)" if t else "-"
     return " | ".join([m["clip"], m["photo"], m["model"], f"{m['corr_tgt']:.2f}", f"{m['corr_evt']:.2f}", f"{m['corr_loud']:.2f}",
-                       f"{m['lag_ms']:+.0f}", pbm, f"{100 * m['sil_move']:.0f}%" if m["sil_move"] == m["sil_move"] else "-",
+                       f"{m['lag_ms']:+.0f}", f"{m['lag_evt_ms']:+.0f}", pbm,
+                       f"{100 * m['sil_move']:.0f}%" if m["sil_move"] == m["sil_move"] else "-",
                        f"{m['blinks_min']:.0f}", f"{m['roll_deg']:.1f}", f"{m['nose_pct']:.1f}", f"{m['secs']:.1f}",
                        f"{m['motion_s']:.2f}"])
 

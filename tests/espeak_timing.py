@@ -191,11 +191,12 @@ def stop_closures(phones: list[Phone], samples: np.ndarray, rate: int, max_back:
     espeak-ng reports a stop's phoneme event at the release burst: the closure before it
     (silence, or a faint voice bar) falls inside the previous phone's interval, so a truth
     taken from the events keeps the mouth open ~20-50 ms into every closure, whereas a
-    stop's segment includes its closure (as TIMIT's pcl/p labels do). Here the closure is the
-    run of 5 ms frames at least `quiet_db` below the previous phone's loudest, ending at most
-    15 ms before the event and starting at most `max_back` s earlier (and not in the first 30 %
-    of the previous phone); the previous phone then ends where the closure starts. Stops with
-    no such quiet run (after a pause, or voiced through) keep their event time.
+    stop's segment includes its closure (as TIMIT's pcl/p labels do). The search window runs
+    from `max_back` s before the event (but not before 30 % into the previous phone) to the
+    event; the closure is the run of 5 ms frames at least `quiet_db` below the window's loudest
+    frame that ends at most 15 ms before the event; the previous phone then ends where the
+    closure starts. Stops with no such quiet run (after a pause, or voiced through, as espeak's
+    b/d/g between vowels are) keep their event time.
     """
     hop = max(1, rate // 200)
     x = np.asarray(samples, np.float64)

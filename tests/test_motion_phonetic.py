@@ -61,6 +61,8 @@ def test_mouth_follows_phonemes_without_lag(english_measured):
     m = english_measured
     assert m["corr_tgt"] >= 0.7, m
     assert abs(m["lag_ms"]) <= 50, m
+    # Also against espeak's raw event timing (stops at their release), which the model never saw adjusted.
+    assert m["corr_evt"] >= 0.65 and abs(m["lag_evt_ms"]) <= 60, m
 
 
 def test_mouth_still_in_silence(english_measured):
@@ -239,7 +241,8 @@ def test_stop_closures_start_stops_where_their_silence_starts():
         shifted += 1
         assert 0.005 <= old.start - new.start <= 0.12, (old, new)
         assert moved[k - 1].end == new.start and moved[k - 1].start == phones[k - 1].start
-        closure, before = level(new.start, old.start - 0.015), level(phones[k - 1].start, new.start)
+        # The closure's first 5 ms are quiet, far below the sound before it.
+        closure, before = level(new.start, new.start + 0.005), level(phones[k - 1].start, new.start)
         assert closure.max() < before.max() - 20, (old, new)
     voiceless = sum(p.ipa.lstrip("ˈˌ")[0] in "ptk" for p in phones[1:] if not p.is_pause)
     assert shifted >= voiceless // 2 >= 3, (shifted, voiceless)

@@ -356,8 +356,9 @@ def mouth_channels(an: dict) -> dict[str, np.ndarray]:
     """Mouth channels at 100 Hz (unscaled) + the closure ranges."""
     feats, speech, segs, n = an["feats"], an["speech"], an["segments"], an["n"]
     loud, f1, voiced, vowel = feats["loud"], feats["f1"], feats["voiced"], feats["vowel"]
-    # Acoustic opening: loudness (perceptual) x vowel openness from the first-formant proxy,
-    # x the vowel-band share (voiced consonants are loud too, but their power lies elsewhere).
+    # The loudness that opens the mouth (the acoustic opening below, and the phonetic jaw's
+    # loudness modulation) is weighted by the vowel-band share: voiced consonants are loud too,
+    # but their power lies elsewhere. sqrt(loud * vowel**2) = sqrt(loud) * vowel: linear in it.
     loud = loud * vowel ** 2
     acoustic = MAX_JAW * np.sqrt(loud) * (0.45 + 0.55 * f1) * (0.6 + 0.4 * np.clip(voiced * 1.5, 0, 1))
     if segs:

@@ -29,9 +29,10 @@ def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink:
            pucker: torch.Tensor | None = None, lip_tuck: torch.Tensor | None = None) -> torch.Tensor:
     """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device).
 
-    `jaw_open` is the lips' opening in mouth widths, whatever the photo shows: where the photo's
-    lips are parted (`rig.rest_open` > 0), openings below the photo's close them part of the way
-    (0 = lips together) and larger ones open the jaw by the difference.
+    `jaw_open` is the lips' opening in mouth widths, whatever the photo shows (approximately: the
+    jaw field opens the centre by ~1.1x): where the photo's lips are parted (`rig.rest_open` > 0),
+    openings below the photo's close them part of the way (0 = lips together, so `dynamic_scale`
+    0 holds a smiling photo's lips closed) and larger ones open the jaw by the difference.
     """
     base = rig.vertices[None, :, :2]
     if rig.rest_open > 0:

@@ -171,35 +171,34 @@ def _photo_interior(photo: PhotoMouth, px: torch.Tensor, py: torch.Tensor, skull
     return colour, alpha
 
 
-def _seal_lips(region: torch.Tensor, pu: torch.Tensor, pv: torch.Tensor, v_up: torch.Tensor, v_low: torch.Tensor,
-               dist: torch.Tensor, closing: torch.Tensor, mouth_width: float, feather: float) -> None:
-    """Cover, in place, the seam of lips that the rig closed over the photo's own open mouth.
+def _seal_lips(frames: torch.Tensor, offset: tuple[int, int], px: torch.Tensor, py: torch.Tensor, ey: torch.Tensor,
+               pv: torch.Tensor, pu: torch.Tensor, v_up: torch.Tensor, v_low: torch.Tensor, dist: torch.Tensor,
+               closing: torch.Tensor, mouth_width: float, feather: float) -> torch.Tensor:
+    """Cover the seam of lips that the rig closed over the photo's own open mouth; returns
+    the covered colours [B,3,N] and their weights [B,1,N] for the pixels (px, py).
 
     FaceMesh's inner lip contour on a smile runs a few pixels inside the teeth, so closed
     lips would keep a broken white line between them. Within a band around the seam (up to
-    6 % of the mouth width, growing as the lips close), each lip's texture is continued
-    from just outside the band toward the seam, and the seam itself gets the faint dark line
-    where closed lips meet.
+    6 % of the mouth width, growing as the lips close; nothing for frames that do not close),
+    each lip's texture is continued from just outside the band toward the seam, moving along
+    the mouth's own down axis `ey` [B,2] (so a tilted head works too), and the seam itself
+    gets the faint dark line where closed lips meet. Samples come from the whole warped
+    window `frames`, far inside it, so a frame looks the same in any batch.
     """
-    B, _, h, w = region.shape
-    band = (0.06 * mouth_width * closing)[:, None].clamp_min(1e-3)  # [B,1] pixels
-    within = (1 - dist / band).clamp(0, 1)  # 1 on the seam, 0 at the band's edge
-    if not bool((within > 0).any()):
-        return
+    B, _, fh, fw = frames.shape
+    ox, oy = offset
+    band = (0.06 * mouth_width * closing)[:, None]  # [B,1] pixels
+    within = (1 - dist / band.clamp_min(1e-3)).clamp(0, 1) * (band > 0)  # 1 on the seam, 0 at the band's edge
     above = pv < (v_up + v_low) / 2
-    # Move each sample out of the band: up for the upper lip, down for the lower, in the
-    # mouth frame (pv grows downward; the frame is nearly axis-aligned for upright faces).
-    out = torch.where(above, -1.0, 1.0) * (band - dist).clamp_min(0) + torch.where(above, -1.0, 1.0)
-    ys = torch.arange(h, device=region.device, dtype=region.dtype) + 0.5
-    xs = torch.arange(w, device=region.device, dtype=region.dtype) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    sy = gy.reshape(1, -1) + out
-    grid = torch.stack([gx.reshape(1, -1).expand(B, -1) * (2.0 / w) - 1.0, sy * (2.0 / h) - 1.0], -1)[:, None]
-    lip = F.grid_sample(region, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
-    wgt = (within * within * (3 - 2 * within) * (pu.abs() < 1.0)).view(B, 1, h, w)
-    lip = lip.view(B, -1, h, w) * (1 - 0.3 * closing.view(B, 1, 1, 1)
-                                   * torch.exp(-(dist / max(0.6 * feather, 0.5)) ** 2).view(B, 1, h, w))
-    region.mul_(1 - wgt).add_(lip * wgt)
+    sign = torch.where(above, -1.0, 1.0)
+    out = sign * ((band - dist).clamp_min(0) + 1.0)  # pixels along ey: up for the upper lip, down for the lower
+    sx = px - ox + out * ey[:, 0:1]
+    sy = py - oy + out * ey[:, 1:2]
+    grid = torch.stack([sx * (2.0 / fw) - 1.0, sy * (2.0 / fh) - 1.0], -1)[:, None]
+    lip = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+    line = 1 - 0.3 * closing[:, None] * torch.exp(-(dist / max(0.6 * feather, 0.5)) ** 2)
+    wgt = within * within * (3 - 2 * within) * (pu.abs() < 1.0)
+    return lip * line[:, None], wgt[:, None]
 
 
 def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Tensor, teeth_upper: torch.Tensor,
@@ -239,7 +238,7 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
     feather = max(0.8, mouth_width / 90.0)
     sd = torch.where(inside, dist, -dist)
     alpha = ((sd + 0.3 * feather) / feather).clamp(0, 1)
-    if not bool((alpha > 0).any()):
+    if photo is None and not bool((alpha > 0).any()):  # (closed lips over a photo's open mouth still get their seam covered)
         return frames
 
     # Mouth frame: origin between the inner corners, u across (-1..1), v down in pixels.
@@ -331,10 +330,10 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
         pa = pa.view(B, 1, h, w)
         interior = interior * (1 - pa) + colour.view(B, 3, h, w) * pa
         closing = ((photo.gap - gap_now) / max(photo.gap, 1e-3)).clamp(0, 1)
-        if bool((closing > 0).any()):
-            _seal_lips(region, pu, pv, v_up, v_low, dist, closing, mouth_width, feather)
-            # Where the lips (nearly) touch, the photo's teeth must not show through the seam.
-            alpha = alpha * (gap / (2.0 * feather)).clamp(0, 1)
+        seal, wgt = _seal_lips(frames, offset, px, py, ey, pv, pu, v_up, v_low, dist, closing, mouth_width, feather)
+        region.mul_(1 - wgt.view(B, 1, h, w)).add_(seal.view(B, 3, h, w) * wgt.view(B, 1, h, w))
+        # Where closed lips (nearly) touch, the photo's teeth must not show through the seam.
+        alpha = torch.where(closing[:, None] > 0, alpha * (gap / (2.0 * feather)).clamp(0, 1), alpha)
     a = alpha.view(B, 1, h, w)
     region.mul_(1 - a).add_(interior * a)
     return frames

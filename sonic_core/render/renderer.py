@@ -42,7 +42,9 @@ class PortraitRenderer:
         self.noise = torch.randn(self.size, self.size, generator=gen).to(self.device)
         self.last_steps = 0
         self._active = self.rig.active_vertices()
-        self.photo_mouth = PhotoMouth.detect(self.source, self.rig.vertices, rig.mouth_width)
+        # The photo's own open mouth is reused exactly where the rig closes parted lips (one decision).
+        self.photo_mouth = (PhotoMouth.detect(self.source, self.rig.vertices, rig.mouth_width, min_gap=0.0)
+                            if rig.rest_open > 0 else None)
         self.lid_style = estimate_lid_style(crop, landmarks, self.style.grain)
         self._eye_idx = [list(up) + list(lo) for up, lo, _ in EYES]
 

@@ -177,9 +177,21 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     return out
 
 
-MIN_REST_OPEN = 0.04  # mouth widths: lips parted less than this in the photo already read as closed
+MIN_REST_OPEN = 0.05  # mouth widths: lips parted less than this in the photo already read as closed
 LOWER_LIP_SHARE = 0.6  # of the photo's lip gap, closed by the lower lip rising (the rest: the upper lip)
 SEAL_GAP = 0.02  # closed lips stay this share of the photo's gap apart: touching, yet no flat triangles
+
+
+def _inner_gaps(p2: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Opening between each inner-lip pair, along the face's down axis (pixels; 0 at the corners)."""
+    gaps = np.clip((p2[list(tp.INNER_LOWER)] - p2[list(tp.INNER_UPPER)]) @ down, 0.0, None)
+    gaps[0] = gaps[-1] = 0.0  # the corners are shared points
+    return gaps
+
+
+def _parted(p2: np.ndarray, down: np.ndarray, mouth_w: float) -> bool:
+    """Whether the photo's lips are apart (centre opening of at least `MIN_REST_OPEN` mouth widths)."""
+    return float(np.median(_inner_gaps(p2, down)[3:8])) >= MIN_REST_OPEN * mouth_w
 
 
 def _closing_field(p2: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np.ndarray, lip_top: np.ndarray,
@@ -198,12 +210,10 @@ def _closing_field(p2: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np
     face height (the skin under the nose stretches a little).
     """
     V = len(u)
-    up, lo = p2[list(tp.INNER_UPPER)], p2[list(tp.INNER_LOWER)]
-    gaps = np.clip((lo - up) @ down, 0.0, None)
-    gaps[0] = gaps[-1] = 0.0  # the corners are shared points
-    centre_gap = float(np.median(gaps[3:8]))
-    if centre_gap < MIN_REST_OPEN * mouth_w:
+    if not _parted(p2, down, mouth_w):
         return np.zeros((V, 2)), 0.0
+    gaps = _inner_gaps(p2, down)
+    centre_gap = float(np.median(gaps[3:8]))
     close = (1 - SEAL_GAP) * gaps
     inner_u = u[list(tp.INNER_LOWER)]
     order = np.argsort(inner_u)
@@ -308,11 +318,15 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     corner_w = 0.12
     lateral = np.where(d <= 1.0, corner_w + (1 - corner_w) * np.clip(1.0 - d ** 2, 0, 1) ** 0.7,
                        corner_w * np.exp(-(((d - 1.0) / 1.4) ** 2)))
-    # The slit runs midway between the inner lips: for lips parted in the photo, one line
-    # through both contours' points would zigzag between them and put parts of the upper
-    # lip below it.
-    slit = np.mean([np.interp(u, u[list(c)][np.argsort(u[list(c)])], ny[list(c)][np.argsort(u[list(c)])])
-                    for c in (tp.INNER_UPPER, tp.INNER_LOWER)], axis=0)
+    inner_u = np.concatenate([u[list(tp.INNER_UPPER)], u[list(tp.INNER_LOWER)]])
+    inner_ny = np.concatenate([ny[list(tp.INNER_UPPER)], ny[list(tp.INNER_LOWER)]])
+    order = np.argsort(inner_u)
+    slit = np.interp(u, inner_u[order], inner_ny[order])
+    if _parted(p2, down, mouth_w):
+        # Lips parted in the photo: one line through both contours' points would zigzag
+        # between them and put parts of the upper lip below it; run it midway instead.
+        slit = np.mean([np.interp(u, u[list(c)][np.argsort(u[list(c)])], ny[list(c)][np.argsort(u[list(c)])])
+                        for c in (tp.INNER_UPPER, tp.INNER_LOWER)], axis=0)
     ny_chin = float(((p2[tp.CHIN] - mouth_c) @ down) / face_h)
     ny_outer_low = float(((p2[17] - mouth_c) @ down) / face_h)
     roll_off = 1.0 - 0.2 * _smoothstep(ny, ny_outer_low, ny_chin)
