@@ -19,10 +19,13 @@ distance) is compared with the truth from libespeak-ng's phoneme events (tests/e
              by a parabola through the peak
   pbm        p/b/m closure rate: a bilabial counts as closed when some frame overlapping
              [onset - 50 ms, onset + min(50 ms, duration)] shows the lips closed (gap within 15 %
-             of the clip's opening range above its closed level). espeak times a stop at its
-             release, so its closure silence lies just before the event: hence the window.
-  sil_move   mouth movement in silence (frames >= 200 ms inside pauses): p95 - p5 of the gap,
-             in % of the opening range during speech (0 = still)
+             of the clip's opening range above the closed level). espeak times a stop at its
+             release, so its closure silence lies just before the event: hence the window. The
+             closed level is FaceMesh's gap on the same video rendered with the lips held
+             together (dynamic_scale 0, same head motion): FaceMesh reads closed lips on a smile
+             as partly open, more or less with head pose.
+  sil_move   mouth movement in silence (frames >= 200 ms inside pauses): p95 - p5 of the gap
+             above that closed level, in % of the opening range during speech (0 = still)
   blinks/min from the rendered eyes: lid gaps 159-145 and 386-374 over the inter-ocular distance;
              a blink is a run of frames at or below the gap FaceMesh reads on the same face with
              both eyes painted shut (FaceMesh never collapses its eye contour: ~85 % of open)
@@ -115,9 +118,12 @@ def blink_count(lm, shut_level):
     return int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
 
 
-def measure(frames, analyzer, phones, loudness, fps, closure_phones=None):
+def measure(frames, analyzer, phones, loudness, fps, closure_phones=None, closed_frames=None):
     """`phones` as espeak reported them; `closure_phones` the same with stops starting at their
-    closure (the openness target of corr_tgt; default: `phones`)."""
+    closure (the openness target of corr_tgt; default: `phones`); `closed_frames` the same video
+    rendered with the lips held together (dynamic_scale 0: same head motion, same seed), whose
+    FaceMesh gap is the per-frame closed level for p/b/m and silence (default: the clip's 3rd
+    percentile)."""
     from sonic_core.evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
     from sonic_core.motion.post import best_lag, shifted_corr
 
@@ -130,13 +136,17 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None):
     corr = shifted_corr(gap, tgt, 0)
     best = best_lag(gap, tgt, 5)
     lo, hi = np.percentile(gap, 3), np.percentile(gap, 97)
-    thr = lo + 0.15 * (hi - lo)
+    # Opening above closed lips: FaceMesh reads closed lips on a smile as partly open, by an
+    # amount that changes with head pose, so the closed level is read on the same face and pose.
+    shut = lip_gap(landmarks_of_frames(closed_frames, analyzer, ref))[:n] if closed_frames is not None else np.full(n, lo)
+    opening = gap - shut
+    thr = 0.15 * (hi - lo)
     bil = [p for p in phones if ipa_is_bilabial(p.ipa)]
     closed = 0
     for p in bil:
         a, b = p.start - 0.05, p.start + min(0.05, p.end - p.start)
         k0, k1 = max(0, int(np.floor(a * fps))), min(n, int(np.ceil(b * fps)))
-        if k1 > k0 and gap[k0:k1].min() <= thr:
+        if k1 > k0 and opening[k0:k1].min() <= thr:
             closed += 1
     # Silence: frames whose whole interval lies >= 200 ms away from any spoken phone.
     t = (np.arange(n) + 0.5) / fps
@@ -146,7 +156,8 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None):
             speaking |= (t > p.start - 0.2 - 0.5 / fps) & (t < p.end + 0.2 + 0.5 / fps)
     sil = ~speaking
     rng_speech = max(hi - lo, 1e-6)
-    sil_move = float(np.percentile(gap[sil], 95) - np.percentile(gap[sil], 5)) / rng_speech if sil.sum() > 3 else float("nan")
+    sil_move = (float(np.percentile(opening[sil], 95) - np.percentile(opening[sil], 5)) / rng_speech
+                if sil.sum() > 3 else float("nan"))
     eyes = lm[:, EYE_OUTER[1], :2] - lm[:, EYE_OUTER[0], :2]
     roll = np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))
     iod = np.linalg.norm(eyes, axis=-1)
@@ -204,8 +215,12 @@ def main(argv=None):
                              device="cpu", model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12)
                 dt = time.perf_counter() - t0
                 frames = read_video_frames(out)
+                shut = tmp / f"{name}_{model}_{photo}_closed.mp4"
+                generate(REPO / "assets" / photo, wav, shut, min_resolution=args.res, fps=args.fps, device="cpu",
+                         model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12, dynamic_scale=0.0)
                 loud = analyze_speech(samples, rate, args.fps, len(frames)).loudness
-                m = measure(frames, analyzer, phones, loud, args.fps, stop_closures(phones, samples, rate))
+                m = measure(frames, analyzer, phones, loud, args.fps, stop_closures(phones, samples, rate),
+                            read_video_frames(shut))
                 m.update(clip=name, model=model, photo=photo.split(".")[0], secs=r.seconds, motion_s=r.timings.get("motion", 0.0),
                          total_s=dt)
                 rows.append(m)

@@ -48,8 +48,9 @@ def english_measured(english, tmp_path_factory, models_dir, analyzer):
 
     path, samples, rate, phones = english
     frames = _render(path, tmp_path_factory.mktemp("r"), models_dir, analyzer, seed=1)
+    closed = _render(path, tmp_path_factory.mktemp("c"), models_dir, analyzer, seed=1, dynamic_scale=0.0)
     loud = analyze_speech(samples, rate, FPS, len(frames)).loudness
-    return measure(frames, analyzer, phones, loud, FPS, stop_closures(phones, samples, rate))
+    return measure(frames, analyzer, phones, loud, FPS, stop_closures(phones, samples, rate), closed)
 
 
 def test_lips_close_on_pbm(english_measured):
