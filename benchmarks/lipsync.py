@@ -131,10 +131,13 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None, closed
     lm = landmarks_of_frames(frames, analyzer, ref)
     gap = lip_gap(lm)
     n = len(gap)
-    tgt = openness_track(closure_phones or phones, n, fps)
-    tgt_evt = openness_track(phones, n, fps)
-    corr = shifted_corr(gap, tgt, 0)
-    best = best_lag(gap, tgt, 5)
+
+    def corr_and_lag_ms(truth):
+        tgt = openness_track(truth, n, fps)
+        return shifted_corr(gap, tgt, 0), best_lag(gap, tgt, 5) * 1000.0 / fps
+
+    corr, lag_ms = corr_and_lag_ms(closure_phones or phones)
+    corr_evt, lag_evt_ms = corr_and_lag_ms(phones)
     lo, hi = np.percentile(gap, 3), np.percentile(gap, 97)
     # Opening above closed lips: FaceMesh reads closed lips on a smile as partly open, by an
     # amount that changes with head pose, so the closed level is read on the same face and pose.
@@ -164,10 +167,9 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None, closed
     nose = lm[:, 1, :2] - (lm[:, EYE_OUTER[0], :2] + lm[:, EYE_OUTER[1], :2]) / 2  # nose vs eye midpoint (pose)
     nose_travel = float(np.linalg.norm(np.percentile(nose / iod[:, None], 95, axis=0) - np.percentile(nose / iod[:, None], 5, axis=0)))
     return {
-        "corr_tgt": corr, "corr_evt": shifted_corr(gap, tgt_evt, 0),
-        "lag_evt_ms": best_lag(gap, tgt_evt, 5) * 1000.0 / fps,
+        "corr_tgt": corr, "corr_evt": corr_evt, "lag_evt_ms": lag_evt_ms,
         "corr_loud": shifted_corr(gap, np.asarray(loudness[:n]), 0),
-        "lag_ms": best * 1000.0 / fps, "pbm": (closed, len(bil)), "sil_move": sil_move,
+        "lag_ms": lag_ms, "pbm": (closed, len(bil)), "sil_move": sil_move,
         "blinks_min": blink_count(lm, shut_eye_level(frames[0], ref, analyzer)) / (n / fps / 60.0),
         "roll_deg": float(np.percentile(roll, 95) - np.percentile(roll, 5)), "nose_pct": 100 * nose_travel,
     }
@@ -209,15 +211,16 @@ def main(argv=None):
         photos = PHOTOS if args.all_photos else (PHOTOS[ci % 2],)
         for photo in photos:
             for model in models:
-                out = tmp / f"{name}_{model}_{photo}.mp4"
+                def render(out, **kw):
+                    return generate(REPO / "assets" / photo, wav, out, min_resolution=args.res, fps=args.fps, device="cpu",
+                                    model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12, **kw)
+
+                out, shut = tmp / f"{name}_{model}_{photo}.mp4", tmp / f"{name}_{model}_{photo}_closed.mp4"
                 t0 = time.perf_counter()
-                r = generate(REPO / "assets" / photo, wav, out, min_resolution=args.res, fps=args.fps,
-                             device="cpu", model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12)
+                r = render(out)
                 dt = time.perf_counter() - t0
+                render(shut, dynamic_scale=0.0)  # the lips held together: the closed level, same head motion
                 frames = read_video_frames(out)
-                shut = tmp / f"{name}_{model}_{photo}_closed.mp4"
-                generate(REPO / "assets" / photo, wav, shut, min_resolution=args.res, fps=args.fps, device="cpu",
-                         model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12, dynamic_scale=0.0)
                 loud = analyze_speech(samples, rate, args.fps, len(frames)).loudness
                 m = measure(frames, analyzer, phones, loud, args.fps, stop_closures(phones, samples, rate),
                             read_video_frames(shut))

@@ -173,7 +173,7 @@ def _photo_interior(photo: PhotoMouth, px: torch.Tensor, py: torch.Tensor, skull
 
 def _seal_lips(frames: torch.Tensor, offset: tuple[int, int], px: torch.Tensor, py: torch.Tensor, ey: torch.Tensor,
                pv: torch.Tensor, pu: torch.Tensor, v_up: torch.Tensor, v_low: torch.Tensor, dist: torch.Tensor,
-               closing: torch.Tensor, mouth_width: float, feather: float) -> torch.Tensor:
+               closing: torch.Tensor, mouth_width: float, feather: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Cover the seam of lips that the rig closed over the photo's own open mouth; returns
     the covered colours [B,3,N] and their weights [B,1,N] for the pixels (px, py).
 
@@ -238,7 +238,7 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
     feather = max(0.8, mouth_width / 90.0)
     sd = torch.where(inside, dist, -dist)
     alpha = ((sd + 0.3 * feather) / feather).clamp(0, 1)
-    if photo is None and not bool((alpha > 0).any()):  # (closed lips over a photo's open mouth still get their seam covered)
+    if photo is None and not bool((alpha > 0).any()):  # (lips closed over a photo's mouth need their seam covered)
         return frames
 
     # Mouth frame: origin between the inner corners, u across (-1..1), v down in pixels.

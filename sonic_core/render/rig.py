@@ -189,15 +189,9 @@ def _inner_gaps(p2: np.ndarray, down: np.ndarray) -> np.ndarray:
     return gaps
 
 
-def _parted(p2: np.ndarray, down: np.ndarray, mouth_w: float) -> bool:
-    """Whether the photo's lips are apart (centre opening of at least `MIN_REST_OPEN` mouth widths)."""
-    return float(np.median(_inner_gaps(p2, down)[3:8])) >= MIN_REST_OPEN * mouth_w
-
-
-def _closing_field(p2: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np.ndarray, lip_top: np.ndarray,
-                   jaw_w: np.ndarray, lateral: np.ndarray, down: np.ndarray, mouth_w: float,
-                   mesh_triangles: np.ndarray) -> tuple[np.ndarray, float]:
-    """Displacement [V,2] that closes the photo's parted lips, and the opening it closes (mouth widths).
+def _closing_field(gaps: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np.ndarray, lip_top: np.ndarray,
+                   jaw_w: np.ndarray, lateral: np.ndarray, down: np.ndarray, mesh_triangles: np.ndarray) -> np.ndarray:
+    """Displacement [V,2] that closes the photo's parted lips (`gaps`: `_inner_gaps` of the photo).
 
     A portrait often smiles with its teeth showing; without this, its lips could never meet,
     neither on p/b/m nor at rest. Each inner-lip pair closes to within `SEAL_GAP` of its gap,
@@ -209,11 +203,6 @@ def _closing_field(p2: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np
     chin rises with the closing jaw); above the upper lip fading out within 6 % of the
     face height (the skin under the nose stretches a little).
     """
-    V = len(u)
-    if not _parted(p2, down, mouth_w):
-        return np.zeros((V, 2)), 0.0
-    gaps = _inner_gaps(p2, down)
-    centre_gap = float(np.median(gaps[3:8]))
     close = (1 - SEAL_GAP) * gaps
     inner_u = u[list(tp.INNER_LOWER)]
     order = np.argsort(inner_u)
@@ -229,7 +218,7 @@ def _closing_field(p2: np.ndarray, u: np.ndarray, ny: np.ndarray, below_slit: np
     pinned[list(tp.INNER_UPPER + tp.INNER_LOWER + tp.OUTER_UPPER + tp.OUTER_LOWER)] = True
     pinned |= np.abs(u[:468]) > 1.6
     amount[:468] = _relax(amount[:468], mesh_triangles, pinned, iterations=12)
-    return amount[:, None] * down[None], centre_gap / mouth_w
+    return amount[:, None] * down[None]
 
 
 def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> FaceRig:
@@ -322,11 +311,18 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     inner_ny = np.concatenate([ny[list(tp.INNER_UPPER)], ny[list(tp.INNER_LOWER)]])
     order = np.argsort(inner_u)
     slit = np.interp(u, inner_u[order], inner_ny[order])
-    if _parted(p2, down, mouth_w):
-        # Lips parted in the photo: one line through both contours' points would zigzag
-        # between them and put parts of the upper lip below it; run it midway instead.
-        slit = np.mean([np.interp(u, u[list(c)][np.argsort(u[list(c)])], ny[list(c)][np.argsort(u[list(c)])])
-                        for c in (tp.INNER_UPPER, tp.INNER_LOWER)], axis=0)
+    # The photo's own lip opening at the centre (mouth widths); lips parted less read as closed.
+    gaps = _inner_gaps(p2, down)
+    rest_open = float(np.median(gaps[3:8])) / mouth_w
+    parted = rest_open >= MIN_REST_OPEN
+    if parted:
+        # One line through both contours' points would zigzag between them and put parts of
+        # the upper lip below it; run it midway between the two lips instead.
+        def contour_ny(c):
+            k = np.argsort(u[list(c)])
+            return np.interp(u, u[list(c)][k], ny[list(c)][k])
+
+        slit = (contour_ny(tp.INNER_UPPER) + contour_ny(tp.INNER_LOWER)) / 2
     ny_chin = float(((p2[tp.CHIN] - mouth_c) @ down) / face_h)
     ny_outer_low = float(((p2[17] - mouth_c) @ down) / face_h)
     roll_off = 1.0 - 0.2 * _smoothstep(ny, ny_outer_low, ny_chin)
@@ -374,8 +370,10 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
         jaw_w[468:468 + n_ring] = np.concatenate(ring_jaw)
     # Jaw opening moves the lower face down; the upper lip lifts a little.
     jaw_dir = jaw_w[:, None] * down[None] * mouth_w - 0.12 * upper_w[:, None] * down[None] * mouth_w
-    close_dir, rest_open = _closing_field(p2, u, ny, below_slit, lip_top, jaw_w, lateral, down, mouth_w,
-                                          np.asarray(mesh_triangles))
+    if parted:
+        close_dir = _closing_field(gaps, u, ny, below_slit, lip_top, jaw_w, lateral, down, np.asarray(mesh_triangles))
+    else:
+        close_dir, rest_open = np.zeros((V, 2)), 0.0
 
     # Lip width: stretch sideways around the mouth centre, fading with distance.
     dist = np.sqrt(nx ** 2 + (ny * 1.6) ** 2)
@@ -426,9 +424,8 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
 
     pivot = np.array([centre[0], centre[1] + 0.25 * face_h, float(lm[:, 2].mean()) + 0.6 * face_h])
     tri_map = rasterize_triangle_ids(verts2, tris, size)
-    moving = (head_w > 0) | (np.abs(jaw_dir).sum(1) > 0) | (np.abs(close_dir).sum(1) > 0) | (np.abs(lip_width_dir).sum(1) > 0) \
-        | (np.abs(blink_dir).sum(1) > 0) | (np.abs(brow_dir).sum(1) > 0) | (np.abs(pucker_dir).sum(1) > 0) \
-        | (np.abs(tuck_dir).sum(1) > 0)
+    moving = (head_w > 0) | np.any([np.abs(d).sum(1) > 0 for d in (jaw_dir, close_dir, lip_width_dir, blink_dir, brow_dir,
+                                                                   pucker_dir, tuck_dir)], axis=0)
     f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     return FaceRig(
         size=size, vertices=f32(verts), triangles=torch.as_tensor(tris, dtype=torch.int64),
