@@ -1,6 +1,8 @@
 """Sonic Face Loader and Sonic Config nodes."""
 from __future__ import annotations
 
+from sonic_core.config import MOUTH_PAINTERS
+
 from . import _runtime as rt
 
 
@@ -37,17 +39,18 @@ class SonicTH_Config:
         }, "optional": {
             "motion_model": (["phonetic", "loudness"], {"default": "phonetic", "tooltip": _doc(
                 "motion_model", "'loudness' is the fast fallback (mouth follows loudness only).")}),
+            "mouth_painter": (list(MOUTH_PAINTERS), {"default": MOUTH_PAINTERS[0], "tooltip": _doc("mouth_painter")}),
         }}
 
     @rt.user_errors
     def build(self, min_resolution, expand_ratio, inference_steps, dynamic_scale, motion_scale, seed,
-              output="crop", blinks=True, motion_model="phonetic"):
+              output="crop", blinks=True, motion_model="phonetic", mouth_painter=MOUTH_PAINTERS[0]):
         from sonic_core.comfy_io import make_config
 
         return (make_config(min_resolution=min_resolution, expand_ratio=expand_ratio,
                             inference_steps=inference_steps, dynamic_scale=dynamic_scale,
                             motion_scale=motion_scale, seed=seed, output=output, blinks=blinks,
-                            motion_model=motion_model),)
+                            motion_model=motion_model, mouth_painter=mouth_painter),)
 
 
 class SonicTH_FaceLoader:

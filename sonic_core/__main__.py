@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ENCODERS, MOTION_MODELS, SPEECH_FEATURES, GenerateConfig
+from .config import ENCODERS, MOTION_MODELS, MOUTH_PAINTERS, SPEECH_FEATURES, GenerateConfig
 from .errors import SonicInputError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets"
@@ -57,6 +57,7 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
                    help=docs["speech_features"])
     p.add_argument("--speech-model", default=None, metavar="PATH", help=docs["speech_model"])
     p.add_argument("--motion-model", choices=MOTION_MODELS, default=d.motion_model, help=docs["motion_model"])
+    p.add_argument("--mouth-painter", choices=MOUTH_PAINTERS, default=d.mouth_painter, help=docs["mouth_painter"])
     p.add_argument("--alignment-offset", type=float, default=d.alignment_offset, metavar="SECONDS",
                    help=docs["alignment_offset"])
     p.add_argument("--auto-align", action="store_true", help=docs["auto_align"])
@@ -78,7 +79,7 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
         batch_size=args.batch_size, motion_model=args.motion_model, encoder=args.encoder,
         encode_workers=args.encode_workers, speech_features=args.speech_features, speech_model=args.speech_model,
         lip_align=not args.no_lip_align, alignment_offset=args.alignment_offset, auto_align=args.auto_align,
-        smooth_motion=not args.no_smooth)
+        smooth_motion=not args.no_smooth, mouth_painter=args.mouth_painter)
 
 
 def _run(image, audio, out, args) -> int:

@@ -11,6 +11,7 @@ from .errors import SonicInputError
 
 OUTPUT_MODES = ("crop", "full")
 MOTION_MODELS = ("phonetic", "loudness")
+MOUTH_PAINTERS = ("classic",)
 SPEECH_FEATURES = ("builtin", "wav2vec2", "hubert")
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 # x264 speed presets; "auto" = superfast with macroblock-tree rate control kept on (see video/writer.py).
@@ -68,6 +69,8 @@ class GenerateConfig:
     """With lip_align: first measure the mouth's own lead or lag against the speech loudness and cancel it; alignment_offset then applies on top."""
     smooth_motion: bool = True
     """Zero-phase smoothing of head, brows and (lightly, keeping closures shut) the mouth."""
+    mouth_painter: str = MOUTH_PAINTERS[0]
+    """What fills the mouth when the lips part: 'classic' (the first painter)."""
 
     def validate(self) -> "GenerateConfig":
         def bad(name: str, why: str) -> SonicInputError:
@@ -111,6 +114,8 @@ class GenerateConfig:
             raise bad("alignment_offset", f"must be between -1 and 1 seconds (got {self.alignment_offset!r}); 0.03 is a typical correction")
         if self.motion_model not in MOTION_MODELS:
             raise bad("motion_model", f"must be 'phonetic' or 'loudness' (got {self.motion_model!r})")
+        if self.mouth_painter not in MOUTH_PAINTERS:
+            raise bad("mouth_painter", f"must be one of {', '.join(MOUTH_PAINTERS)} (got {self.mouth_painter!r})")
         if self.speech_features not in SPEECH_FEATURES:
             raise bad("speech_features", f"must be 'builtin', 'wav2vec2' or 'hubert' (got {self.speech_features!r})")
         if self.speech_model in ("", "none"):

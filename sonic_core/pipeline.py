@@ -245,7 +245,7 @@ class Animator:
         self.cfg = cfg
         upscale = cfg.min_resolution / float(portrait.crop_box[2] - portrait.crop_box[0])
         self.renderer = PortraitRenderer(crop, landmarks, load_face_topology(model_dir), device,
-                                         cfg.inference_steps, cfg.seed, upscale)
+                                         cfg.inference_steps, cfg.seed, upscale, cfg.mouth_painter)
         self.paster = FullFramePaster(portrait, cfg, device) if cfg.output == "full" else None
         self.width, self.height = output_size(portrait.image.shape, cfg)
         self.batch = cfg.batch_size or auto_batch(cfg.min_resolution, device)

@@ -296,7 +296,7 @@ def test_inference_steps_bounds_the_warp_solver(models_dir, analyzer, speech_wit
 def test_teeth_follow_the_scene_not_only_the_skin(analyzer, models_dir):
     """A dark-skinned face in a normally exposed photo still gets bright teeth; a grey photo grey ones."""
     from sonic_core.pipeline import prepare_portrait
-    from sonic_core.render.mouth import estimate_style
+    from sonic_core.render.mouth.style import estimate_style
     from sonic_core.render.rig import build_rig
     from sonic_core.models import load_face_topology
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import topology as tp
-from .mouth import _interp_rows, _sorted_knots
+from .contour import interp_rows, sorted_knots
 
 EYES = ((tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.RIGHT_LID_FOLD),
         (tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER, tp.LEFT_LID_FOLD))
@@ -95,9 +95,9 @@ def composite_lids(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Ten
 
         pu = (p * ex[:, None]).sum(-1) / width
         pv = (p * ey[:, None]).sum(-1)
-        v_rest = _interp_rows(pu, *_sorted_knots(*uv(rest_up)))
-        v_cur = _interp_rows(pu, *_sorted_knots(*uv(cur_up)))
-        v_low = _interp_rows(pu, *_sorted_knots(*uv(cur_lo)))
+        v_rest = interp_rows(pu, *sorted_knots(*uv(rest_up)))
+        v_cur = interp_rows(pu, *sorted_knots(*uv(cur_up)))
+        v_low = interp_rows(pu, *sorted_knots(*uv(cur_lo)))
         soft = (0.02 * width).clamp_min(0.7)
         across = (torch.minimum(pu, 1 - pu) / 0.08).clamp(0, 1)  # fade at the corners
         top = v_rest - pad

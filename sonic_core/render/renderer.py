@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from ..types import MotionTrack
-from . import topology as tp
 from .deform import deform, rigid_head
 from .eyes import EYES, composite_lids, estimate_lid_style
-from .mouth import PhotoMouth, composite_mouth, estimate_style
+from .mouth import MouthGeometry, MouthSource, make_painter
+from .mouth.style import estimate_grain
 from .rig import FaceRig, build_rig
 from .warp import inverse_warp, triangle_neighbours
 
@@ -19,13 +19,13 @@ class PortraitRenderer:
 
     `crop` is the [S,S,3] uint8 source crop, `landmarks` its FaceMesh points in crop
     pixels, `triangles` the FaceMesh triangles, `upscale` how much the crop was enlarged
-    from the photo (matches the synthesized mouth's softness to it). All per-frame work runs on `device`
-    in batches (`render(track, start, stop)`).
+    from the photo (matches the synthesized mouth's softness to it), `mouth_painter` one of
+    config.MOUTH_PAINTERS. All per-frame work runs on `device` in batches (`render(track, start, stop)`).
     """
 
     def __init__(self, crop: np.ndarray, landmarks: np.ndarray, triangles: np.ndarray,
                  device: torch.device | str = "cpu", max_steps: int = 25, seed: int = 0,
-                 upscale: float = 1.0):
+                 upscale: float = 1.0, mouth_painter: str = "classic"):
         self.device = torch.device(device)
         self.size = int(crop.shape[0])
         self.max_steps = int(max_steps)
@@ -33,7 +33,6 @@ class PortraitRenderer:
         # (see warp.inverse_warp); small crops keep the exact per-pixel solve.
         self.warp_stride = 2 if self.size >= 384 else 1
         rig = build_rig(landmarks, triangles, self.size)
-        self.style = estimate_style(crop, landmarks, rig.mouth_width, upscale)
         self.rig: FaceRig = rig.to(self.device)
         self.neighbours = triangle_neighbours(rig.triangles).to(self.device)
         self.source_u8 = torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).to(self.device)
@@ -42,10 +41,10 @@ class PortraitRenderer:
         self.noise = torch.randn(self.size, self.size, generator=gen).to(self.device)
         self.last_steps = 0
         self._active = self.rig.active_vertices()
-        # The photo's own open mouth is reused exactly where the rig closes parted lips (one decision).
-        self.photo_mouth = (PhotoMouth.detect(self.source, self.rig.vertices, rig.mouth_width, min_gap=0.0)
-                            if rig.rest_open > 0 else None)
-        self.lid_style = estimate_lid_style(crop, landmarks, self.style.grain)
+        self.painter = make_painter(mouth_painter)
+        self.painter.prepare(MouthSource(crop=crop, image=self.source, landmarks=np.asarray(landmarks), rig=self.rig,
+                                         upscale=upscale, noise=self.noise))
+        self.lid_style = estimate_lid_style(crop, landmarks, estimate_grain(crop, landmarks, rig.mouth_width))
         self._eye_idx = [list(up) + list(lo) for up, lo, _ in EYES]
 
     def _chunk(self, track: MotionTrack, start: int, stop: int) -> dict[str, torch.Tensor]:
@@ -72,10 +71,10 @@ class PortraitRenderer:
         grid = src_xy * (2.0 / S) - 1.0
         win = F.grid_sample(self.source.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                             align_corners=False)
-        rest_upper = rig.vertices[list(tp.INNER_UPPER)][None].expand(B, -1, -1)
-        teeth_upper = rigid_head(rig, rest_upper, c["rotation"], c["translation"])
-        win = composite_mouth(win, (x0, y0), tgt, teeth_upper, self.style, rig.mouth_width, self.noise,
-                              self.photo_mouth)
+        geometry = MouthGeometry(rig=rig, tgt=tgt, rotation=c["rotation"], translation=c["translation"],
+                                 jaw_open=c["jaw_open"], lip_width=c["lip_width"], pucker=c["pucker"],
+                                 lip_tuck=c["lip_tuck"])
+        win = self.painter.paint(win, (x0, y0), geometry)
         if bool((c["blink"] > 0.1).any()):
             rest = rig.vertices[self._eye_idx[0] + self._eye_idx[1]][None].expand(B, -1, -1)
             rest_eyes = rigid_head(rig, rest, c["rotation"], c["translation"]).view(B, 2, 18, 2)
