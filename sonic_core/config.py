@@ -11,7 +11,7 @@ from .errors import SonicInputError
 
 OUTPUT_MODES = ("crop", "full")
 MOTION_MODELS = ("phonetic", "loudness")
-MOUTH_PAINTERS = ("classic",)
+MOUTH_PAINTERS = ("procedural", "classic")
 SPEECH_FEATURES = ("builtin", "wav2vec2", "hubert")
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 # x264 speed presets; "auto" = superfast with macroblock-tree rate control kept on (see video/writer.py).
@@ -70,7 +70,7 @@ class GenerateConfig:
     smooth_motion: bool = True
     """Zero-phase smoothing of head, brows and (lightly, keeping closures shut) the mouth."""
     mouth_painter: str = MOUTH_PAINTERS[0]
-    """What fills the mouth when the lips part: 'classic' (the first painter)."""
+    """What fills the mouth when the lips part: 'procedural' (shaded cavity, teeth on a 3-D arch, tongue; the photo's own teeth when it shows them) or 'classic' (the first painter)."""
 
     def validate(self) -> "GenerateConfig":
         def bad(name: str, why: str) -> SonicInputError:

@@ -29,16 +29,18 @@ def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink:
            pucker: torch.Tensor | None = None, lip_tuck: torch.Tensor | None = None) -> torch.Tensor:
     """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device).
 
-    `jaw_open` is the lips' opening in mouth widths, whatever the photo shows (approximately: the
-    jaw field opens the centre by ~1.1x): where the photo's lips are parted (`rig.rest_open` > 0),
-    openings below the photo's close them part of the way (0 = lips together, so `dynamic_scale`
-    0 holds a smiling photo's lips closed) and larger ones open the jaw by the difference.
+    `jaw_open` is the lips' opening in mouth widths (approximately: the jaw field opens the
+    centre by ~1.1x). Where the photo's lips are parted (`rig.rest_open` > 0, a smile showing
+    teeth), openings below `rig.close_span` close them part of the way (0 = lips together, so
+    `dynamic_scale` 0 holds a smiling photo's lips closed) and larger ones drop the jaw by the
+    difference, past the photo's own opening.
     """
     base = rig.vertices[None, :, :2]
     if rig.rest_open > 0:
-        closing = (1.0 - jaw_open / rig.rest_open).clamp(0.0, 1.0)
+        span = rig.close_span
+        closing = (1.0 - jaw_open / span).clamp(0.0, 1.0)
         base = base + closing[:, None, None] * rig.close_dir
-        jaw_open = (jaw_open - rig.rest_open).clamp_min(0.0)
+        jaw_open = (jaw_open - span).clamp_min(0.0)
     local = (base + jaw_open[:, None, None] * rig.jaw_dir + lip_width[:, None, None] * rig.lip_width_dir
              + blink[:, None, None] * rig.blink_dir + brow[:, None, None] * rig.brow_dir)
     if pucker is not None:

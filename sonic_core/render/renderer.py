@@ -25,7 +25,7 @@ class PortraitRenderer:
 
     def __init__(self, crop: np.ndarray, landmarks: np.ndarray, triangles: np.ndarray,
                  device: torch.device | str = "cpu", max_steps: int = 25, seed: int = 0,
-                 upscale: float = 1.0, mouth_painter: str = "classic"):
+                 upscale: float = 1.0, mouth_painter: str = "procedural"):
         self.device = torch.device(device)
         self.size = int(crop.shape[0])
         self.max_steps = int(max_steps)

@@ -40,6 +40,16 @@ class FaceRig:
     tri_map: torch.Tensor  # [size, size] int64: source triangle of each pixel centre
     moving_vertices: torch.Tensor  # [V] bool: vertices that some motion channel moves
 
+    @property
+    def close_span(self) -> float:
+        """jaw_open at which parted lips reach the photo's own opening (0 for closed-lip photos).
+
+        Speech keeps a smiling face's lips apart most of the time (real smiling speakers close
+        them on p/b/m and in pauses), so the lips close over only the lowest openings and every
+        opening above this one drops the jaw past the photo's smile.
+        """
+        return min(self.rest_open, CLOSING_SPAN)
+
     def active_vertices(self) -> torch.Tensor:
         """Vertices of every triangle that can deform: outside their hull the frame is the photo."""
         moving_tris = self.moving_vertices[self.triangles].any(dim=1)
@@ -100,7 +110,7 @@ def boundary_loop(triangles: np.ndarray) -> np.ndarray:
     return np.asarray(best, dtype=np.int64)
 
 
-def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+def inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """Even-odd ray casting: which of `pts` [N,2] lie inside polygon `poly` [M,2]."""
     x, y = pts[:, 0:1], pts[:, 1:2]
     x0, y0 = poly[:, 0][None], poly[:, 1][None]
@@ -180,6 +190,7 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
 MIN_REST_OPEN = 0.05  # mouth widths: lips parted less than this in the photo already read as closed
 LOWER_LIP_SHARE = 0.6  # of the photo's lip gap, closed by the lower lip rising (the rest: the upper lip)
 SEAL_GAP = 0.02  # closed lips stay this share of the photo's gap apart: touching, yet no flat triangles
+CLOSING_SPAN = 0.06  # mouth widths of jaw_open over which parted lips go from closed to the photo's opening
 
 
 def _inner_gaps(p2: np.ndarray, down: np.ndarray) -> np.ndarray:
@@ -267,7 +278,7 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     dl = Delaunay(outer_pts)
     simp = dl.simplices
     cent = outer_pts[simp].mean(1)
-    outside = ~_inside_polygon(cent, oval_pts)
+    outside = ~inside_polygon(cent, oval_pts)
     outer_tris = outer_idx[simp[outside]]
 
     hole_mouth = _strip(tp.INNER_UPPER, tp.INNER_LOWER)

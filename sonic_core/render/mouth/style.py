@@ -75,3 +75,83 @@ def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, 
     softness = float(np.clip(max(mouth_width / 150.0, 0.55 * upscale), 0.5, 4.0))
     t = lambda a: torch.as_tensor(np.clip(a, 0, 1), dtype=torch.float32)  # noqa: E731
     return MouthStyle(teeth=t(teeth), cavity=t(cavity), tongue=t(tongue), grain=grain, softness=softness)
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of sRGB colours [..., 3] in 0..1."""
+    c = np.clip(np.asarray(rgb, np.float64), 0.0, 1.0)
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = c @ _RGB2XYZ.T / _WHITE
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """sRGB 0..1 (clipped) of CIELAB colours [..., 3]."""
+    lab = np.asarray(lab, np.float64)
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
+    xyz = np.where(f > 0.206893, f ** 3, (f - 16.0 / 116.0) / 7.787) * _WHITE
+    c = np.clip(xyz @ np.linalg.inv(_RGB2XYZ).T, 0.0, 1.0)
+    return np.clip(np.where(c > 0.0031308, 1.055 * c ** (1 / 2.4) - 0.055, 12.92 * c), 0.0, 1.0)
+
+
+_RGB2XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+@dataclass
+class MouthPalette:
+    """Colours of a mouth interior that belongs to this photo (sRGB 0..1), and its grain and softness."""
+
+    teeth: torch.Tensor  # [3] lit enamel
+    cavity: torch.Tensor  # [3] the oral cavity near the opening (lightest)
+    deep: torch.Tensor  # [3] the back of the cavity
+    tongue: torch.Tensor  # [3]
+    gum: torch.Tensor  # [3]
+    skin: np.ndarray  # [3] the cheeks, as measured (what the rest is relative to)
+    grain: float  # std of the photo's pixel noise, 0..1 units
+    softness: float  # blur sigma in pixels matching the photo's sharpness
+
+
+def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, upscale: float = 1.0) -> MouthPalette:
+    """Interior colours from the photo's own cheeks, lips, white balance and exposure.
+
+    Worked out in CIELAB against the cheeks, as real mouths measure (benchmarks/mouth_realism.py
+    on real talking-face video): teeth are off-white with a tint a little greener and bluer
+    than the cheeks (a* 4-12 and b* 1-8 below them: the mouth's shade and the lips' red light),
+    the cavity is dark and warm (a* near the cheeks'), the tongue is a dim lip red. Teeth are lit
+    like the scene, not like the skin: on dark skin the skin's highlights would make them grey,
+    so the photo's bright level sets their lightness. A black-and-white or faded photo gets
+    colours just as faded.
+    """
+    img = crop.astype(np.float32) / 255.0
+    p2 = landmarks[:, :2]
+    lips = _region_mean(img, p2[list(tp.OUTER_LOWER[2:-2])] * 0.6 + p2[list(tp.INNER_LOWER[2:-2])] * 0.4, mouth_width * 0.03)
+    cheeks = _region_mean(img, p2[[50, 280, 205, 425]], mouth_width * 0.08)
+    h, w = img.shape[:2]
+    pts = p2.astype(int)
+    ok = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    face = img[pts[ok, 1], pts[ok, 0]]
+    skin_lab, lip_lab = srgb_to_lab(cheeks), srgb_to_lab(lips)
+    face_l = srgb_to_lab(face)[:, 0] if len(face) else np.array([skin_lab[0]])
+    scene_l = srgb_to_lab(img[::4, ::4].reshape(-1, 3))[:, 0]
+    # Lightness of lit enamel: near the face's own highlights, never below the scene's bright level.
+    white_l = float(np.clip(max(np.percentile(face_l, 97) + 4.0, 0.9 * np.percentile(scene_l, 99)), 40.0, 92.0))
+    chroma = float(np.hypot(skin_lab[1], skin_lab[2]))
+    keep = float(np.clip(chroma / 18.0, 0.0, 1.0))  # typical skin has C* 18-35; a grey photo has ~0
+    teeth = np.array([white_l, np.clip(skin_lab[1] - 6.0, 0.0, 12.0), np.clip(skin_lab[2] - 4.0, 6.0, 22.0)])
+    cavity = np.array([0.34 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
+    deep = np.array([0.16 * skin_lab[0], skin_lab[1] * 0.7 + 3.0, skin_lab[2] * 0.3])
+    tongue = np.array([0.75 * lip_lab[0], lip_lab[1] * 0.95 + 4.0, lip_lab[2] * 0.55])
+    gum = np.array([0.8 * lip_lab[0], lip_lab[1] + 6.0, lip_lab[2] * 0.7])
+    grain = estimate_grain(crop, landmarks, mouth_width)
+    softness = float(np.clip(max(mouth_width / 170.0, 0.55 * upscale), 0.45, 4.0))
+
+    def rgb(lab: np.ndarray) -> torch.Tensor:
+        lab = lab.copy()
+        lab[1:] *= keep
+        return torch.as_tensor(lab_to_srgb(lab), dtype=torch.float32)
+
+    return MouthPalette(teeth=rgb(teeth), cavity=rgb(cavity), deep=rgb(deep), tongue=rgb(tongue), gum=rgb(gum),
+                        skin=np.asarray(cheeks, np.float64), grain=grain, softness=softness)
