@@ -73,7 +73,8 @@ def test_mouth_opens_on_speech_and_rests_in_silence(rendered, speech_with_pause,
     quiet &= np.convolve(quiet.astype(float), np.ones(7) / 7, mode="same") > 0.99
     assert loud.sum() >= 10 and quiet.sum() >= 10
     open_gap, rest_gap = float(np.median(gap[loud])), float(np.median(gap[quiet]))
-    assert open_gap > rest_gap + 0.05, (open_gap, rest_gap)
+    # (FaceMesh reads a dark mouth interior ~15 % less open at mid openings than the first painter's bright slab.)
+    assert open_gap > rest_gap + 0.04, (open_gap, rest_gap)
     assert float(np.percentile(gap[quiet], 90)) < open_gap * 0.5, "mouth should be (nearly) closed in the pause"
     # Opening follows loudness over the whole clip.
     assert np.corrcoef(gap, speech.loudness)[0, 1] > 0.5
@@ -315,9 +316,9 @@ def test_teeth_follow_the_scene_not_only_the_skin(analyzer, models_dir):
 
 
 def test_lips_parted_in_the_photo_close_at_rest_and_open_past_it(analyzer, models_dir):
-    """A portrait smiling with its teeth showing: jaw 0 brings the lips together, the photo's own opening gives back
-    the photo's mouth, a wide vowel opens past it, and closing folds no face triangle. A photo with
-    closed lips gets no closing field at all."""
+    """A portrait smiling with its teeth showing: jaw 0 brings the lips together, a small opening (the rig's
+    close_span) gives back the photo's mouth, a wide vowel opens past it, and closing folds no face triangle.
+    A photo with closed lips gets no closing field at all."""
     from sonic_core.models import load_face_topology
     from sonic_core.pipeline import prepare_portrait
     from sonic_core.render.deform import deform
@@ -330,7 +331,8 @@ def test_lips_parted_in_the_photo_close_at_rest_and_open_past_it(analyzer, model
     r = PortraitRenderer(crop, lm, load_face_topology(models_dir), "cpu")
     rest = r.rig.rest_open
     assert 0.08 < rest < 0.3, rest
-    jaws = np.float32([0.0, rest, 0.35])
+    assert r.rig.close_span < rest
+    jaws = np.float32([0.0, r.rig.close_span, 0.35])
     n = len(jaws)
     zeros = np.zeros(n, np.float32)
     track = MotionTrack(25.0, jaws, zeros, np.zeros((n, 3), np.float32), np.zeros((n, 2), np.float32), zeros, zeros)

@@ -49,4 +49,4 @@ def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink:
         local = local + lip_tuck[:, None, None] * rig.tuck_dir
     local3 = torch.cat([local, rig.vertices[None, :, 2:].expand(local.shape[0], -1, -1)], dim=-1)
     head = rigid_head(rig, local3, rotation, translation)
-    return local + rig.head_weight[None, :, None] * (head - local)
+    return rig.guard.unfold(rig.vertices[:, :2], local + rig.head_weight[None, :, None] * (head - local))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import topology as tp
+from .folds import FoldGuard
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FaceRig:
     down: torch.Tensor  # [2] unit vector pointing down the face in the image
     tri_map: torch.Tensor  # [size, size] int64: source triangle of each pixel centre
     moving_vertices: torch.Tensor  # [V] bool: vertices that some motion channel moves
+    guard: FoldGuard  # keeps the deformed mesh from folding (see folds.py)
 
     @property
     def close_span(self) -> float:
@@ -56,7 +58,7 @@ class FaceRig:
         return torch.unique(self.triangles[moving_tris])
 
     def to(self, device: torch.device | str) -> "FaceRig":
-        kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        kw = {k: (v.to(device) if isinstance(v, (torch.Tensor, FoldGuard)) else v) for k, v in self.__dict__.items()}
         return FaceRig(**kw)
 
 
@@ -108,6 +110,48 @@ def boundary_loop(triangles: np.ndarray) -> np.ndarray:
         if len(loop) > len(best):
             best = loop
     return np.asarray(best, dtype=np.int64)
+
+
+def face_outline(xy: np.ndarray, triangles: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The face's outline as the picture shows it: ordered indices of the mesh points on the
+    edge of the area its triangles cover, and that area as a [size,size] mask.
+
+    FaceMesh's own boundary loop is the outline of a frontal face only: on a turned face it
+    runs behind the far cheek and nose, which then stick out past it (and the mesh built
+    outside it would overlap them).
+    """
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(img)
+    for tri in np.asarray(triangles):
+        draw.polygon([tuple(p) for p in xy[tri]], fill=255, outline=255)
+    mask = np.asarray(img) > 0
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return boundary_loop(triangles), mask
+    centre = np.array([xs.mean(), ys.mean()]) + 0.5
+    pad = np.pad(mask, 3)
+    xi = np.clip(np.round(xy[:, 0]).astype(int), 0, size - 1) + 3
+    yi = np.clip(np.round(xy[:, 1]).astype(int), 0, size - 1) + 3
+    on_edge = np.zeros(len(xy), bool)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            if dx * dx + dy * dy <= 9:
+                on_edge |= ~pad[yi + dy, xi + dx]
+    used = np.unique(np.asarray(triangles))
+    cand = used[on_edge[used]]
+    # Per direction from the centre, the candidate farthest out is on the outline.
+    ang = np.arctan2(xy[cand, 1] - centre[1], xy[cand, 0] - centre[0])
+    dist = np.linalg.norm(xy[cand] - centre, axis=1)
+    bins = np.floor((ang + np.pi) / (2 * np.pi) * 120).astype(int) % 120
+    order = []
+    for b in range(120):
+        sel = np.flatnonzero(bins == b)
+        if len(sel):
+            order.append(cand[sel[np.argmax(dist[sel])]])
+    order = np.asarray(list(dict.fromkeys(order)), np.int64)
+    return (order if len(order) >= 8 else boundary_loop(triangles)), mask
 
 
 def inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
@@ -187,6 +231,86 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     return out
 
 
+MAX_DEPTH_SLOPE = 2.5  # steepest depth change per pixel across the image a head turn may act on
+
+
+def front_surface(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each point [N,2]: the depth of the nearest front-facing triangle over it (inf where
+    none), that triangle's index and the point's barycentric weights in it.
+
+    On a turned face FaceMesh also places points the photo cannot show (the far side of the
+    nose, the far cheek behind it); there its mesh folds back over the visible surface.
+    """
+    t = np.asarray(triangles)
+    p = xy[t]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    front = np.flatnonzero((np.sign(det) == (np.sign(np.sum(det)) or 1.0)) & (np.abs(det) > 1e-6))
+    zt = np.asarray(z, np.float64)[t[front]]
+    n = len(xy)
+    depth, which, bary = np.full(n, np.inf), np.full(n, -1), np.zeros((n, 3))
+    for start in range(0, n, 256):  # bounded temporaries: [256 points, triangles]
+        q = xy[start:start + 256, None, :] - p[None, front, 0]
+        d = det[None, front]
+        l1 = (q[..., 0] * e2[None, front, 1] - q[..., 1] * e2[None, front, 0]) / d
+        l2 = (q[..., 1] * e1[None, front, 0] - q[..., 0] * e1[None, front, 1]) / d
+        inside = (l1 >= -1e-6) & (l2 >= -1e-6) & (l1 + l2 <= 1 + 1e-6)
+        zi = np.where(inside, zt[None, :, 0] + l1 * (zt[None, :, 1] - zt[None, :, 0]) + l2 * (zt[None, :, 2] - zt[None, :, 0]), np.inf)
+        k = zi.argmin(axis=1)
+        rows = np.arange(len(k))
+        depth[start:start + 256] = zi[rows, k]
+        which[start:start + 256] = np.where(np.isfinite(zi[rows, k]), front[k], -1)
+        a, b = l1[rows, k], l2[rows, k]
+        bary[start:start + 256] = np.stack([1 - a - b, a, b], 1)
+    return depth, which, bary
+
+
+HIDDEN_MARGIN = 0.02  # face heights: a point this far behind the surface in front of it is hidden
+
+
+def bounded_depth(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, free: np.ndarray,
+                  max_slope: float = MAX_DEPTH_SLOPE, iterations: int = 200) -> np.ndarray:
+    """Depth per vertex whose slope over every triangle (in image pixels) is at most `max_slope`.
+
+    A head turn moves each point sideways by sin(yaw) x its depth, so where the depth changes
+    faster across the image than cot(yaw) the turn folds the mesh: at a turned face's far
+    cheek and the far side of its nose the surface runs almost along the line of sight
+    (FaceMesh's mesh even folds over itself there in the photo), and the picture tore. With
+    the slope bounded at 2.5 a turn of up to ~20 degrees can only compress the image there,
+    the nose still moves over the cheek, and a frontal face is unchanged (its slopes stay
+    below the bound away from its outline). Only vertices in `free` change; triangles of
+    under a pixel of area are skipped. Iterative projection: each too-steep triangle pulls
+    its vertices' depths toward its mean just enough to reach the bound.
+    """
+    z = np.asarray(z, np.float64).copy()
+    t = np.asarray(triangles)
+    p = xy[t]  # [T,3,2]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = (np.abs(det) >= 2.0) & free[t].any(axis=1)
+    t, e1, e2, det = t[ok], e1[ok], e2[ok], det[ok]
+    n = len(z)
+    for _ in range(iterations):
+        zt = z[t]
+        dz1, dz2 = zt[:, 1] - zt[:, 0], zt[:, 2] - zt[:, 0]
+        gx = (dz1 * e2[:, 1] - dz2 * e1[:, 1]) / det
+        gy = (dz2 * e1[:, 0] - dz1 * e2[:, 0]) / det
+        slope = np.hypot(gx, gy)
+        steep = slope > max_slope * 1.001
+        if not steep.any():
+            break
+        mean = zt[steep].mean(axis=1, keepdims=True)
+        scale = (max_slope / slope[steep])[:, None]
+        target = mean + (zt[steep] - mean) * scale
+        idx = t[steep].ravel()
+        acc = np.bincount(idx, weights=target.ravel(), minlength=n)
+        cnt = np.bincount(idx, minlength=n)
+        upd = (cnt > 0) & free
+        z[upd] = acc[upd] / cnt[upd]
+    return z
+
+
 MIN_REST_OPEN = 0.05  # mouth widths: lips parted less than this in the photo already read as closed
 LOWER_LIP_SHARE = 0.6  # of the photo's lip gap, closed by the lower lip rising (the rest: the upper lip)
 SEAL_GAP = 0.02  # closed lips stay this share of the photo's gap apart: touching, yet no flat triangles
@@ -249,11 +373,11 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     right = np.array([-down[1], down[0]])  # image-right for an upright face
     mouth_w = float(np.linalg.norm(p2[tp.MOUTH_CORNERS[0]] - p2[tp.MOUTH_CORNERS[1]]))
 
-    # Rings outside the face oval, and the fixed crop border.
-    oval = boundary_loop(mesh_triangles)
+    # Rings outside the face's outline, and the fixed crop border.
+    oval, face_mask = face_outline(p2, np.asarray(mesh_triangles), size)
     oval_pts = p2[oval]
     centre = oval_pts.mean(0)
-    sub = oval_pts[::2]
+    sub = oval_pts[::2] if len(oval_pts) > 40 else oval_pts
     margin = 0.02 * size
     rings, ring_head, ring_jaw = [], [], []
     # Ring 1 (hair line, neck) moves with the head; ring 2 is static, so everything
@@ -278,7 +402,8 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     dl = Delaunay(outer_pts)
     simp = dl.simplices
     cent = outer_pts[simp].mean(1)
-    outside = ~inside_polygon(cent, oval_pts)
+    ci = np.clip(cent.astype(int), 0, size - 1)
+    outside = ~face_mask[ci[:, 1], ci[:, 0]]
     outer_tris = outer_idx[simp[outside]]
 
     hole_mouth = _strip(tp.INNER_UPPER, tp.INNER_LOWER)
@@ -286,18 +411,24 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     tris = np.concatenate([np.asarray(mesh_triangles, np.int64), outer_tris, np.asarray(hole_eyes), np.asarray(hole_mouth)])
     mouth_mask = np.zeros(len(tris), bool)
     mouth_mask[-len(hole_mouth):] = True
+    lid_mask = np.zeros(len(tris), bool)
+    lid_mask[-len(hole_mouth) - len(hole_eyes):-len(hole_mouth)] = True
 
     ring_pts = np.concatenate(rings) if rings else np.zeros((0, 2))
     n_ring = len(ring_pts)
     verts2 = np.concatenate([p2, ring_pts, border])
     V = len(verts2)
     # Depth for ring points: that of the nearest oval point (the head's silhouette).
-    z_oval = lm[oval, 2]
     near = np.argmin(((ring_pts[:, None] - oval_pts[None]) ** 2).sum(-1), axis=1) if n_ring else np.zeros(0, int)
-    z = np.concatenate([lm[:, 2], z_oval[near], np.zeros(len(border))])
-    verts = np.concatenate([verts2, z[:, None]], axis=1)
-
+    # A height field over the image: a point hidden behind the surface in front of it (far side
+    # of a turned nose) takes that surface's depth, and later all of its motion (FoldGuard).
+    front_z, cover, cover_w = front_surface(p2, lm[:, 2], np.asarray(mesh_triangles))
+    z_face = np.minimum(lm[:, 2].astype(np.float64), front_z)
+    hidden = np.flatnonzero(front_z < lm[:, 2] - HIDDEN_MARGIN * face_h)
+    z = np.concatenate([z_face, z_face[oval][near], np.zeros(len(border))])
     head_w = np.concatenate([np.ones(468), np.concatenate(ring_head) if n_ring else np.zeros(0), np.zeros(len(border))])
+    z = bounded_depth(verts2, z, tris[~mouth_mask], head_w > 0)
+    verts = np.concatenate([verts2, z[:, None]], axis=1)
 
     # Face-frame coordinates: nx across, ny down, in face heights, origin at the mouth centre.
     rel = verts2 - mouth_c
@@ -445,5 +576,6 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
         lip_width_dir=f32(lip_width_dir), blink_dir=f32(blink_dir), brow_dir=f32(brow_dir),
         pucker_dir=f32(pucker_dir), tuck_dir=f32(tuck_dir), pivot=f32(pivot),
         face_height=face_h, mouth_width=mouth_w, down=f32(down), tri_map=torch.as_tensor(tri_map),
-        moving_vertices=torch.as_tensor(moving),
+        moving_vertices=torch.as_tensor(moving), guard=FoldGuard.build(verts2, tris, mouth_mask, lid_mask, moving, hidden,
+                                                                  np.asarray(mesh_triangles)[cover[hidden]], cover_w[hidden]),
     )
