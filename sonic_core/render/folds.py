@@ -1,17 +1,18 @@
 """Keep every triangle of the deformed mesh the way round it was in the photo.
 
 The inverse warp needs a mesh that does not fold: where a triangle turns over, two parts of
-the photo claim the same output pixels and the picture tears. Points of a turned face that the photo cannot show (behind its nose)
-move exactly like the surface in front of them, so the mesh's own folds there stay folded
-the same way. The rig's depth is already a
-bounded-slope height field (rig.bounded_depth), so ordinary head motion compresses rather
-than folds; what can still fold (a head turned far toward a silhouette, the lifted upper lip
-over a thin lip, jaw + pucker + lip width together at a mouth corner, the band between the
-moving and the still ring at a large turn) is undone here, per frame: each triangle squeezed
-below a quarter of its area in the photo pulls its corners toward its own shape from the
-photo, turned to fit (shape matching), a few times. The pull grows continuously with the
-squeeze, so motion stays smooth in time, and frames that squeeze nothing are left exactly
-as they were.
+the photo claim the same output pixels and the picture tears. Two things keep it from folding:
+
+- Points of a turned face that the photo cannot show (behind its nose) move exactly like
+  the surface in front of them, so the mesh's own folds there stay folded the same way; and
+  the rig's depth is a bounded-slope height field (rig.bounded_depth), so a head turn
+  compresses the far cheek rather than folding it.
+- What can still fold (the lifted upper lip over a thin lip, jaw + pucker + lip width at a
+  mouth corner, lips closed over a smile, the band between the moving and the still ring at
+  a large turn) is projected back per frame: each triangle below `SQUEEZE` of its area in
+  the photo moves its corners along its area gradient just enough to reach it (position-based
+  constraint projection, averaged over the triangles that share a corner, a few rounds).
+  Frames where no triangle is that squeezed are left exactly as they were.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SQUEEZE = 0.25  # area ratio (deformed / photo) below which a triangle is pushed back toward its shape
-SQUEEZE_LIDS = 0.05  # the strips between the eyelids close on a blink: pushed back only when about to turn over
+SQUEEZE = 0.1  # area ratio (deformed / photo) that every triangle keeps at least
+SQUEEZE_LIDS = 0.02  # the strips between the eyelids close on a blink (to about 0.1)
 MIN_AREA = 0.1  # pixels²: smaller triangles of the photo are left alone
-ITERATIONS = 80  # at most; frames that squeeze nothing stop after the first check
+ITERATIONS = 16  # at most (4-10 resolve clips at motion_scale 2); frames that squeeze nothing are not touched
+OVERRELAX = 1.5
 
 
 @dataclass
@@ -54,44 +56,44 @@ class FoldGuard:
     def to(self, device) -> "FoldGuard":
         return FoldGuard(**{k: v.to(device) for k, v in self.__dict__.items()})
 
-    def squeeze(self, pts: torch.Tensor) -> torch.Tensor:
-        """[B,G] how far each triangle is from folding: 0 at >= its limit of its photo area, 1 at 0 or turned over."""
-        ratio = _signed_area(pts[:, self.triangles]) / self.area0
-        return ((self.limit - ratio) / self.limit).clamp(0.0, 1.0)
-
     def unfold(self, rest: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """Deformed vertices [B,V,2] with squeezed triangles pushed back toward their own shape."""
+        """Deformed vertices [B,V,2] with every triangle kept at least at its limit of its photo area."""
         d = tgt - rest[None]
-        B, V = d.shape[:2]
         for _ in range(2):  # a hidden point moves like the surface in front of it (twice: chains)
             if len(self.hidden):
                 d[:, self.hidden] = (d[:, self.cover] * self.cover_w[None, ..., None]).sum(2)
-        r = rest[self.triangles]  # [G,3,2]
-        r = r - r.mean(1, keepdim=True)
-        idx = self.triangles.reshape(1, -1).expand(B, -1)
+        pts = rest[None] + d
+        bad = (_signed_area(pts[:, self.triangles]) / self.area0 < self.limit).any(1)
+        if not bool(bad.any()):
+            return pts
+        # Only the frames that need it: the projection below is per frame.
+        sub = pts[bad]
+        B, V = sub.shape[:2]
+        tri = self.triangles
+        idx = tri.reshape(-1)
+        free = self.free[None, :, None]
         for _ in range(ITERATIONS):
-            pts = rest[None] + d
-            p = pts[:, self.triangles]  # [B,G,3,2]
-            s = self.squeeze(pts)
-            if not bool((s > 0).any()):
+            p = sub[:, tri]  # [B,G,3,2]
+            a, b, c = p[..., 0, :], p[..., 1, :], p[..., 2, :]
+            area = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+            viol = (self.limit * self.area0 - area) / self.area0  # > 0: below its limit (in units of the photo area)
+            if not bool((viol > 0).any()):
                 break
-            # Shape matching: the photo's triangle, turned to fit the squeezed one best (2-D
-            # Procrustes), is where its corners should be; pull them there by the squeeze.
-            c = p.mean(2, keepdim=True)
-            q = p - c
-            dot = (q * r[None]).sum((2, 3))
-            crs = (r[None, ..., 0] * q[..., 1] - r[None, ..., 1] * q[..., 0]).sum(2)
-            ang = torch.atan2(crs, dot)
-            cos, sin = torch.cos(ang)[..., None], torch.sin(ang)[..., None]
-            goal = c + torch.stack([cos * r[None, ..., 0] - sin * r[None, ..., 1],
-                                    sin * r[None, ..., 0] + cos * r[None, ..., 1]], -1)
-            wt = s[..., None].expand(-1, -1, 3).reshape(B, -1)  # [B,3G]
-            pull = ((goal - p) * s[..., None, None]).reshape(B, -1, 2)
-            num = torch.zeros_like(d).index_add_(1, idx[0], pull)
-            den = torch.zeros(B, V, device=d.device, dtype=d.dtype).index_add_(1, idx[0], wt)
-            step = num / den.clamp_min(1e-6)[..., None] * den.clamp(max=1.0)[..., None]
-            d = d + 0.8 * step * self.free[None, :, None]
-        return rest[None] + d
+            # Area gradients per corner: perpendicular to the opposite edge.
+            grad = torch.stack([torch.stack([b[..., 1] - c[..., 1], c[..., 0] - b[..., 0]], -1),
+                                torch.stack([c[..., 1] - a[..., 1], a[..., 0] - c[..., 0]], -1),
+                                torch.stack([a[..., 1] - b[..., 1], b[..., 0] - a[..., 0]], -1)], 2) / self.area0[None, :, None, None]
+            w = self.free[tri][None, ..., None]  # still corners do not move
+            norm = (grad * grad * w).sum((2, 3)).clamp_min(1e-9)
+            lam = viol.clamp_min(0) / norm  # position-based projection onto ratio == limit
+            step = (lam[..., None, None] * grad * w).reshape(B, -1, 2)
+            cnt = (viol > 0).float()[..., None].expand(-1, -1, 3).reshape(B, -1)
+            num = torch.zeros_like(sub).index_add_(1, idx, step)
+            den = torch.zeros(B, V, device=sub.device, dtype=sub.dtype).index_add_(1, idx, cnt)
+            sub = sub + OVERRELAX * num / den.clamp_min(1.0)[..., None] * free
+        pts = pts.clone()
+        pts[bad] = sub
+        return pts
 
 
 def _signed_area(p):

@@ -126,7 +126,9 @@ def face_outline(xy: np.ndarray, triangles: np.ndarray, size: int) -> tuple[np.n
     draw = ImageDraw.Draw(img)
     for tri in np.asarray(triangles):
         draw.polygon([tuple(p) for p in xy[tri]], fill=255, outline=255)
-    mask = np.asarray(img) > 0
+    from scipy.ndimage import binary_fill_holes
+
+    mask = binary_fill_holes(np.asarray(img) > 0)  # the mouth and eyes are holes of the mesh, not outline
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return boundary_loop(triangles), mask

@@ -7,8 +7,11 @@ from .classic import ClassicPainter
 from .procedural import ProceduralPainter
 
 
-def make_painter(name: str) -> MouthPainter:
-    """A fresh painter of one of config.MOUTH_PAINTERS."""
+def make_painter(name: "str | MouthPainter") -> MouthPainter:
+    """A fresh painter of one of config.MOUTH_PAINTERS, or `name` itself when it is already a
+    painter object (anything with `prepare` and `paint`: a learned decoder plugs in here)."""
+    if hasattr(name, "prepare") and hasattr(name, "paint"):
+        return name
     painters = {"procedural": ProceduralPainter, "classic": ClassicPainter}
     if name not in painters:
         raise ValueError(f"unknown mouth painter {name!r}; choose one of {', '.join(MOUTH_PAINTERS)}")

@@ -42,7 +42,7 @@ from .style import estimate_palette, lab_to_srgb, srgb_to_lab
 ARCH_EDGES = (0.0, 0.30, 0.53, 0.76, 0.92, 1.08, 1.3)
 TOOTH_LIGHT = (1.0, 0.94, 0.82, 0.64, 0.48, 0.35)
 LOWER_EDGES = (0.0, 0.17, 0.34, 0.52, 0.72, 1.3)  # lower incisors are narrower
-EDGE_BELOW_LIP = 0.028  # incisal edge below the rest upper lip line, mouth widths (at the midline)
+EDGE_BELOW_LIP = 0.035  # incisal edge below the rest upper lip line, mouth widths (at the midline)
 TOOTH_HEIGHT = 0.2  # visible crown height, mouth widths (the gum line above it)
 ARCH_DEPTH = 0.03  # the teeth sit this far behind the inner lip line, mouth widths
 
@@ -85,8 +85,8 @@ class ProceduralPainter:
         edge = up3 + back + (EDGE_BELOW_LIP * self.mw * across)[:, None] * down3
         gum = edge - TOOTH_HEIGHT * self.mw * down3
         # Skull-fixed points, carried with the head every frame: the inner corners (the mouth
-        # frame), the arch's incisal edge and gum line, the rest lower lip (jaw travel).
-        pts = np.concatenate([verts[list(tp.INNER_CORNERS)], edge, gum, lo3])
+        # frame), the arch's incisal edge and gum line, the rest lips (jaw travel, the photo's own gap).
+        pts = np.concatenate([verts[list(tp.INNER_CORNERS)], edge, gum, lo3, up3])
         self._skull_pts = torch.as_tensor(pts, dtype=torch.float32, device=dev)
         self._rest_upper3 = rig.vertices[list(tp.INNER_UPPER)]
         self._arch = torch.as_tensor(_arch_fractions(up3), dtype=torch.float32, device=dev)
@@ -94,7 +94,7 @@ class ProceduralPainter:
         self._yaw0 = math.atan2(-d[2], d[0])  # the photo's own yaw, from the mouth line's depth
         gen = torch.Generator().manual_seed(1234)
         self._tooth_var = (1.0 + 0.05 * torch.randn(2, 16, generator=gen)).to(dev)
-        self.feather = max(1.1, self.mw / 80.0, 1.6 * self.palette.softness)
+        self.feather = max(0.9, 1.3 * self.palette.softness)  # the lips' inner edge as soft as the photo's edges
 
     def _cavity_from_photo(self, crop: np.ndarray, skin: np.ndarray) -> None:
         """An open mouth in the photo shows its own cavity: the synthesized one takes its colours."""
@@ -152,7 +152,7 @@ class ProceduralPainter:
 
         pu, pv = uv(torch.stack([px, py], -1))
         v_up, v_low = curve(upper), curve(lower)
-        edge_pts, gum_pts, rest_low = sk[:, 2:13], sk[:, 13:24], sk[:, 24:35]
+        edge_pts, gum_pts, rest_low, rest_up = sk[:, 2:13], sk[:, 13:24], sk[:, 24:35], sk[:, 35:46]
         v_edge, v_gum = curve(edge_pts), curve(gum_pts)
         gap = (v_low - v_up).clamp_min(0)
         cu, _ = uv(tgt[:, list(tp.INNER_CORNERS)])
@@ -200,28 +200,26 @@ class ProceduralPainter:
         lo_edges = torch.tensor(LOWER_EDGES, device=dev)
         kl = torch.bucketize(aa, lo_edges[1:-1])
         wl = ((aa - lo_edges[kl]) / (lo_edges[kl + 1] - lo_edges[kl])).clamp(0, 1)
-        show = 0.028 * mw * (jaw_drop / (0.12 * mw)).clamp(0, 1)
+        show = 0.032 * mw * (jaw_drop / (0.15 * mw)).clamp(0, 1)
         v_lo_edge = v_low - show * (1 - (t_across / 0.6) ** 2).clamp_min(0) + 0.006 * mw * (2 * wl - 1) ** 6
         lo_a = _smooth((pv - v_lo_edge) / soft + 0.5) * (show > 0.5).float()
-        lo_shade = 0.78 * (0.55 + 0.45 * facing) * self._tooth_var[1][kl.clamp(max=15)]
+        lo_shade = 0.9 * (0.55 + 0.45 * facing) * self._tooth_var[1][kl.clamp(max=15)]
         lo_gap = torch.exp(-((torch.minimum(wl, 1 - wl) * (lo_edges[kl + 1] - lo_edges[kl]) * half * facing)
                              / max(0.45, 0.004 * mw)) ** 2)
         lo_col = teeth * (lo_shade * (1 - 0.4 * lo_gap))[:, None]
 
-        # Cavity and tongue.
+        # Cavity: darkest up under the teeth at the back and in the corners, a little lighter low down.
         depth = ((pv - v_up) / gap.clamp_min(1.0)).clamp(0, 1)
-        corner = _smooth((t_across.abs() - 0.55) / 0.45)
-        cav_t = (0.25 + 0.75 * depth) * (1 - 0.7 * corner)
+        corner = _smooth((t_across.abs() - 0.5) / 0.5)
+        cav_t = (0.15 + 0.85 * depth) * (1 - 0.8 * corner)
         interior = deep + (cav - deep) * cav_t[:, None]
-        # The throat: darkest in the middle of a wide opening.
-        throat = torch.exp(-((t_across / 0.45) ** 2 + ((depth - 0.45) / 0.3) ** 2)) * _smooth(opening / 0.25)
-        interior = interior * (1 - 0.35 * throat[:, None])
-        # The tongue fills the lower part of any real opening, lit from the front (near the lower lip).
-        tongue_top = v_low - gap * (0.42 - 0.12 * t_across ** 2)
-        tongue_a = (_smooth((pv - tongue_top) / (0.04 * mw)) * _smooth((0.85 - t_across.abs()) / 0.3)
-                    * ((opening - 0.05) / 0.1).clamp(0, 1))
-        tongue_lit = 0.45 + 0.55 * ((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0)).clamp(0, 1)
-        tongue_col = pal.tongue.to(dev).view(1, 3, 1) * (tongue_lit * (1 - 0.5 * corner))[:, None]
+        # The tongue: its back rises in the lower half of any real opening, lit from the front
+        # (near the lower lip) and falling into shadow toward its top edge and the corners.
+        tongue_top = v_low - gap * (0.55 - 0.2 * t_across ** 2)
+        tongue_a = (_smooth((pv - tongue_top) / (0.05 * mw + self.feather)) * _smooth((0.9 - t_across.abs()) / 0.35)
+                    * ((opening - 0.04) / 0.1).clamp(0, 1))
+        tongue_lit = 0.35 + 0.65 * _smooth((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0) * 1.3)
+        tongue_col = pal.tongue.to(dev).view(1, 3, 1) * (tongue_lit * (1 - 0.55 * corner))[:, None]
         interior = interior * (1 - tongue_a[:, None]) + tongue_col * tongue_a[:, None]
         interior = interior * (1 - lo_a[:, None]) + lo_col * lo_a[:, None]
         if self.photo is None:
@@ -241,9 +239,11 @@ class ProceduralPainter:
         interior = _blur(interior, pal.softness)
 
         # Opening: soft edges along both lips, tapering at the corners; nothing where lips meet.
+        # The photo's own lip line (closed lips are often a few pixels apart in FaceMesh) stays as it is.
         f = self.feather
+        rest_gap = (curve(rest_low) - curve(rest_up)).clamp_min(0) if self.photo is None else torch.zeros_like(gap)
         alpha = (_smooth((pv - v_up) / f + 0.5) * _smooth((v_low - pv) / f + 0.5)
-                 * _smooth((gap - 0.35 * f) / (1.2 * f)) * _smooth((1.0 - t_across.abs()) / 0.08))
+                 * _smooth((gap - rest_gap - 0.35 * f) / (1.2 * f)) * _smooth((1.0 - t_across.abs()) / 0.08))
         region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         if self.photo is not None:
             alpha = self._seal(frames, offset, region, alpha, px, py, pu, pv, ey, v_up, v_low, upper, lower, tgt)

@@ -42,6 +42,35 @@ def estimate_grain(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) 
     return 0.01
 
 
+def estimate_blur(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -> float:
+    """Blur of the photo's edges in crop pixels (Gaussian sigma), measured on the face.
+
+    A blurred step edge of contrast C has a steepest gradient of C / (sqrt(2 pi) sigma): at the
+    face's strongest edges (eyes, brows, lips, nostrils) sigma = C / (2.5 x gradient). This
+    folds in the photo's own softness (focus, JPEG, its resolution) and the crop's enlargement,
+    so an interior painted with it is exactly as soft as the face around it.
+    """
+    gray = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    p2 = landmarks[:, :2]
+    x0, y0 = np.clip(np.floor(p2.min(0)).astype(int), 0, None)
+    x1, y1 = np.ceil(p2.max(0)).astype(int) + 1
+    face = gray[y0:y1, x0:x1]
+    if face.shape[0] < 16 or face.shape[1] < 16:
+        return 1.0
+    gy, gx = np.gradient(face)
+    grad = np.hypot(gx, gy)
+    r = max(2, int(round(0.02 * mouth_width)) + 2)
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    contrast = maximum_filter(face, size=2 * r + 1) - minimum_filter(face, size=2 * r + 1)
+    strong = grad >= np.percentile(grad, 99)
+    ok = strong & (contrast > 20.0)
+    if ok.sum() < 10:
+        return 1.0
+    sigma = contrast[ok] / (2.5 * grad[ok])
+    return float(np.clip(np.median(sigma), 0.4, 6.0))
+
+
 def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, upscale: float = 1.0) -> MouthStyle:
     """Colours, grain and softness of the photo, measured around the face.
 
@@ -140,13 +169,13 @@ def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float
     white_l = float(np.clip(max(np.percentile(face_l, 97) + 4.0, 0.9 * np.percentile(scene_l, 99)), 40.0, 92.0))
     chroma = float(np.hypot(skin_lab[1], skin_lab[2]))
     keep = float(np.clip(chroma / 18.0, 0.0, 1.0))  # typical skin has C* 18-35; a grey photo has ~0
-    teeth = np.array([white_l, np.clip(skin_lab[1] - 6.0, 0.0, 12.0), np.clip(skin_lab[2] - 4.0, 6.0, 22.0)])
-    cavity = np.array([0.34 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
-    deep = np.array([0.16 * skin_lab[0], skin_lab[1] * 0.7 + 3.0, skin_lab[2] * 0.3])
-    tongue = np.array([0.75 * lip_lab[0], lip_lab[1] * 0.95 + 4.0, lip_lab[2] * 0.55])
+    teeth = np.array([white_l, np.clip(skin_lab[1] - 3.0, -2.0, 24.0), np.clip(skin_lab[2] - 1.0, 4.0, 32.0)])
+    cavity = np.array([0.26 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
+    deep = np.array([0.09 * skin_lab[0], skin_lab[1] * 0.5 + 2.0, skin_lab[2] * 0.25])
+    tongue = np.array([0.85 * lip_lab[0], lip_lab[1] * 0.95 + 4.0, lip_lab[2] * 0.55])
     gum = np.array([0.8 * lip_lab[0], lip_lab[1] + 6.0, lip_lab[2] * 0.7])
     grain = estimate_grain(crop, landmarks, mouth_width)
-    softness = float(np.clip(max(mouth_width / 170.0, 0.55 * upscale), 0.45, 4.0))
+    softness = estimate_blur(crop, landmarks, mouth_width)
 
     def rgb(lab: np.ndarray) -> torch.Tensor:
         lab = lab.copy()
