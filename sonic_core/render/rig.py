@@ -316,7 +316,7 @@ def bounded_depth(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, free: np
 MIN_REST_OPEN = 0.05  # mouth widths: lips parted less than this in the photo already read as closed
 LOWER_LIP_SHARE = 0.6  # of the photo's lip gap, closed by the lower lip rising (the rest: the upper lip)
 SEAL_GAP = 0.02  # closed lips stay this share of the photo's gap apart: touching, yet no flat triangles
-CLOSING_SPAN = 0.06  # mouth widths of jaw_open over which parted lips go from closed to the photo's opening
+CLOSING_SPAN = 0.1  # mouth widths of jaw_open over which parted lips go from closed to the photo's opening
 
 
 def _inner_gaps(p2: np.ndarray, down: np.ndarray) -> np.ndarray:

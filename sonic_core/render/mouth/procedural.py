@@ -42,7 +42,7 @@ from .style import estimate_palette, lab_to_srgb, srgb_to_lab
 ARCH_EDGES = (0.0, 0.30, 0.53, 0.76, 0.92, 1.08, 1.3)
 TOOTH_LIGHT = (1.0, 0.94, 0.82, 0.64, 0.48, 0.35)
 LOWER_EDGES = (0.0, 0.17, 0.34, 0.52, 0.72, 1.3)  # lower incisors are narrower
-EDGE_BELOW_LIP = 0.035  # incisal edge below the rest upper lip line, mouth widths (at the midline)
+EDGE_BELOW_LIP = 0.045  # incisal edge below the rest upper lip line, mouth widths (at the midline)
 TOOTH_HEIGHT = 0.2  # visible crown height, mouth widths (the gum line above it)
 ARCH_DEPTH = 0.03  # the teeth sit this far behind the inner lip line, mouth widths
 
@@ -200,7 +200,7 @@ class ProceduralPainter:
         lo_edges = torch.tensor(LOWER_EDGES, device=dev)
         kl = torch.bucketize(aa, lo_edges[1:-1])
         wl = ((aa - lo_edges[kl]) / (lo_edges[kl + 1] - lo_edges[kl])).clamp(0, 1)
-        show = 0.032 * mw * (jaw_drop / (0.15 * mw)).clamp(0, 1)
+        show = 0.04 * mw * (jaw_drop / (0.15 * mw)).clamp(0, 1)
         v_lo_edge = v_low - show * (1 - (t_across / 0.6) ** 2).clamp_min(0) + 0.006 * mw * (2 * wl - 1) ** 6
         lo_a = _smooth((pv - v_lo_edge) / soft + 0.5) * (show > 0.5).float()
         lo_shade = 0.9 * (0.55 + 0.45 * facing) * self._tooth_var[1][kl.clamp(max=15)]
@@ -218,7 +218,7 @@ class ProceduralPainter:
         tongue_top = v_low - gap * (0.55 - 0.2 * t_across ** 2)
         tongue_a = (_smooth((pv - tongue_top) / (0.05 * mw + self.feather)) * _smooth((0.9 - t_across.abs()) / 0.35)
                     * ((opening - 0.04) / 0.1).clamp(0, 1))
-        tongue_lit = 0.35 + 0.65 * _smooth((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0) * 1.3)
+        tongue_lit = 0.3 + 0.45 * _smooth((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0) * 1.3)
         tongue_col = pal.tongue.to(dev).view(1, 3, 1) * (tongue_lit * (1 - 0.55 * corner))[:, None]
         interior = interior * (1 - tongue_a[:, None]) + tongue_col * tongue_a[:, None]
         interior = interior * (1 - lo_a[:, None]) + lo_col * lo_a[:, None]
@@ -228,7 +228,7 @@ class ProceduralPainter:
             interior = self._photo_teeth(interior, px, py, pu, pv, uv, mid, ex, ey, half, g, jaw_drop)
         # The lips shade the interior near them; the corners sink into shadow.
         d_lo = (v_low - pv).clamp_min(0)
-        occl = (0.55 + 0.45 * _smooth(d_lo / (0.05 * mw + self.feather))) * (1 - 0.45 * corner)
+        occl = (0.3 + 0.7 * _smooth(d_lo / (0.04 * mw + self.feather))) * (1 - 0.45 * corner)
         interior = interior * occl[:, None]
 
         # The photo's grain, fixed to the teeth (moves with them, never shimmers), then its softness.

@@ -125,6 +125,24 @@ def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
     return np.clip(np.where(c > 0.0031308, 1.055 * c ** (1 / 2.4) - 0.055, 12.92 * c), 0.0, 1.0)
 
 
+def in_gamut(lab: np.ndarray) -> np.ndarray:
+    """The colour [3] with its chroma reduced (same lightness and hue) until sRGB can show it."""
+    lo, hi = 0.0, 1.0
+    if _displayable(lab):
+        return lab
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _displayable(np.array([lab[0], lab[1] * mid, lab[2] * mid])) else (lo, mid)
+    return np.array([lab[0], lab[1] * lo, lab[2] * lo])
+
+
+def _displayable(lab: np.ndarray) -> bool:
+    fy = (lab[0] + 16) / 116
+    f = np.array([fy + lab[1] / 500, fy, fy - lab[2] / 200])
+    lin = (np.where(f > 0.206893, f ** 3, (f - 16.0 / 116.0) / 7.787) * _WHITE) @ np.linalg.inv(_RGB2XYZ).T
+    return bool(np.all(lin >= -1e-6) and np.all(lin <= 1 + 1e-6))
+
+
 _RGB2XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
 _WHITE = np.array([0.95047, 1.0, 1.08883])
 
@@ -169,8 +187,8 @@ def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float
     white_l = float(np.clip(max(np.percentile(face_l, 97) + 4.0, 0.9 * np.percentile(scene_l, 99)), 40.0, 92.0))
     chroma = float(np.hypot(skin_lab[1], skin_lab[2]))
     keep = float(np.clip(chroma / 18.0, 0.0, 1.0))  # typical skin has C* 18-35; a grey photo has ~0
-    teeth = np.array([white_l, np.clip(skin_lab[1] - 3.0, -2.0, 24.0), np.clip(skin_lab[2] - 1.0, 4.0, 32.0)])
-    cavity = np.array([0.26 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
+    teeth = np.array([0.9 * white_l, np.clip(skin_lab[1] - 5.0, -2.0, 24.0), np.clip(skin_lab[2] - 3.0, 4.0, 32.0)])
+    cavity = np.array([0.3 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
     deep = np.array([0.09 * skin_lab[0], skin_lab[1] * 0.5 + 2.0, skin_lab[2] * 0.25])
     tongue = np.array([0.85 * lip_lab[0], lip_lab[1] * 0.95 + 4.0, lip_lab[2] * 0.55])
     gum = np.array([0.8 * lip_lab[0], lip_lab[1] + 6.0, lip_lab[2] * 0.7])
@@ -180,7 +198,7 @@ def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float
     def rgb(lab: np.ndarray) -> torch.Tensor:
         lab = lab.copy()
         lab[1:] *= keep
-        return torch.as_tensor(lab_to_srgb(lab), dtype=torch.float32)
+        return torch.as_tensor(lab_to_srgb(in_gamut(lab)), dtype=torch.float32)
 
     return MouthPalette(teeth=rgb(teeth), cavity=rgb(cavity), deep=rgb(deep), tongue=rgb(tongue), gum=rgb(gum),
                         skin=np.asarray(cheeks, np.float64), grain=grain, softness=softness)
