@@ -44,36 +44,32 @@ def main() -> None:
     _, speech = prepare_audio(REPO / "assets" / "speech.wav", cfg)
     track = make_motion(speech, cfg)
     n = track.num_frames
+
+    def seconds(anim, repeats=1) -> float:
+        """Best time of `repeats` renders of the whole track (after one warm-up chunk)."""
+        anim.render(track, 0, anim.batch)
+        best = float("inf")
+        for _ in range(repeats):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in anim.chunks(track):
+                pass
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        return best
+
     for b in args.batches:
         cfg.batch_size = b
-        anim = Animator(portrait, crop, lm, cfg, dev, models)
-        anim.render(track, 0, b)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in anim.chunks(track):
-            pass
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t
+        dt = seconds(Animator(portrait, crop, lm, cfg, dev, models))
         print(f"batch {b:3d}: {n / dt:8.1f} frames/s ({n} frames in {dt:.3f} s)")
     cfg.batch_size = args.batches[-1]
     for photo in args.photos.split(","):
         portrait_p, crop_p, lm_p = prepare_portrait(REPO / "assets" / photo, cfg, analyzer)
         for painter in args.painters.split(","):
             cfg.mouth_painter = painter
-            anim = Animator(portrait_p, crop_p, lm_p, cfg, dev, models)
-            anim.render(track, 0, cfg.batch_size)
-            best = float("inf")
-            for _ in range(3):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                for _ in anim.chunks(track):
-                    pass
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t)
+            best = seconds(Animator(portrait_p, crop_p, lm_p, cfg, dev, models), repeats=3)
             print(f"{photo:18s} {painter:11s} batch {cfg.batch_size}: {n / best:8.1f} frames/s, "
                   f"{1000 * best / n:6.2f} ms/frame (best of 3)")
     if args.no_profile:

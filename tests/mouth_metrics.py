@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sonic_core.render import topology as tp
+from sonic_core.render.mouth.style import srgb_to_lab as lab_of
 from sonic_core.render.rig import boundary_loop, inside_polygon
 
 INNER_POLY = list(tp.INNER_UPPER) + list(tp.INNER_LOWER[::-1][1:-1])
@@ -31,13 +32,8 @@ BINS = ((0.04, 0.08), (0.08, 0.12), (0.12, 0.20), (0.20, 0.30), (0.30, 1.0))
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) of uint8 sRGB pixels [..., 3]."""
-    c = rgb.astype(np.float64) / 255.0
-    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+    """CIELAB (D65) of uint8 sRGB pixels [..., 3] (the engine's conversion)."""
+    return lab_of(np.asarray(rgb, np.float64) / 255.0)
 
 
 def polygon_mask(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -41,3 +41,18 @@ def pixel_grid(x0: int, y0: int, x1: int, y1: int, batch: int, device) -> tuple[
     xs = torch.arange(x0, x1, device=device, dtype=torch.float32) + 0.5
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return gx.reshape(1, -1).expand(batch, -1), gy.reshape(1, -1).expand(batch, -1)
+
+
+def lips_box(tgt: torch.Tensor, offset: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Box (x0, y0, x1, y1) in crop pixels around the outer lips of every frame of `tgt` [B,V,2]
+    (2 px margin), inside the window of `size` (w, h) at `offset`; None when it is empty."""
+    from . import topology as tp
+
+    ox, oy = offset
+    fw, fh = size
+    outer = tgt[:, list(tp.OUTER_UPPER + tp.OUTER_LOWER)]
+    lo = outer.amin(dim=(0, 1)).floor() - 2
+    hi = outer.amax(dim=(0, 1)).ceil() + 2
+    x0, y0 = int(lo[0].clamp(ox, ox + fw - 1)), int(lo[1].clamp(oy, oy + fh - 1))
+    x1, y1 = int(hi[0].clamp(ox + 1, ox + fw)), int(hi[1].clamp(oy + 1, oy + fh))
+    return None if x1 - x0 < 2 or y1 - y0 < 2 else (x0, y0, x1, y1)

@@ -50,8 +50,10 @@ class FoldGuard:
         keep = ~mouth & (np.abs(area) >= 2 * MIN_AREA)
         limit = np.where(lids, SQUEEZE_LIDS, SQUEEZE)[keep]
         f = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
-        return FoldGuard(triangles=f(t[keep], torch.int64), area0=f(area[keep]), limit=f(limit), free=f(moving.astype(np.float32)), hidden=f(hidden, torch.int64),
-                         cover=f(np.asarray(cover).reshape(-1, 3), torch.int64), cover_w=f(np.asarray(cover_w).reshape(-1, 3)))
+        return FoldGuard(triangles=f(t[keep], torch.int64), area0=f(area[keep]), limit=f(limit),
+                         free=f(moving.astype(np.float32)), hidden=f(hidden, torch.int64),
+                         cover=f(np.asarray(cover).reshape(-1, 3), torch.int64),
+                         cover_w=f(np.asarray(cover_w).reshape(-1, 3)))
 
     def to(self, device) -> "FoldGuard":
         return FoldGuard(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -82,7 +84,8 @@ class FoldGuard:
             # Area gradients per corner: perpendicular to the opposite edge.
             grad = torch.stack([torch.stack([b[..., 1] - c[..., 1], c[..., 0] - b[..., 0]], -1),
                                 torch.stack([c[..., 1] - a[..., 1], a[..., 0] - c[..., 0]], -1),
-                                torch.stack([a[..., 1] - b[..., 1], b[..., 0] - a[..., 0]], -1)], 2) / self.area0[None, :, None, None]
+                                torch.stack([a[..., 1] - b[..., 1], b[..., 0] - a[..., 0]], -1)], 2)
+            grad = grad / self.area0[None, :, None, None]
             w = self.free[tri][None, ..., None]  # still corners do not move
             norm = (grad * grad * w).sum((2, 3)).clamp_min(1e-9)
             lam = viol.clamp_min(0) / norm  # position-based projection onto ratio == limit

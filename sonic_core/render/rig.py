@@ -275,7 +275,8 @@ def front_surface(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray
         l1 = (q[..., 0] * e2[None, front, 1] - q[..., 1] * e2[None, front, 0]) / d
         l2 = (q[..., 1] * e1[None, front, 0] - q[..., 0] * e1[None, front, 1]) / d
         inside = (l1 >= -1e-6) & (l2 >= -1e-6) & (l1 + l2 <= 1 + 1e-6)
-        zi = np.where(inside, zt[None, :, 0] + l1 * (zt[None, :, 1] - zt[None, :, 0]) + l2 * (zt[None, :, 2] - zt[None, :, 0]), np.inf)
+        zi = zt[None, :, 0] + l1 * (zt[None, :, 1] - zt[None, :, 0]) + l2 * (zt[None, :, 2] - zt[None, :, 0])
+        zi = np.where(inside, zi, np.inf)
         k = zi.argmin(axis=1)
         rows = np.arange(len(k))
         depth[start:start + 256] = zi[rows, k]

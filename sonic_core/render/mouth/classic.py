@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import topology as tp
-from ..contour import interp_rows, polygon_distance, sorted_knots
+from ..contour import interp_rows, lips_box, pixel_grid, polygon_distance, sorted_knots
 from .base import MouthGeometry, MouthSource
 from .photo import PhotoMouth, photo_interior, seal_lips
 from .style import MouthStyle, estimate_style
@@ -60,18 +60,12 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
     lower = tgt[:, list(tp.INNER_LOWER)]
     poly = torch.cat([upper, lower.flip(1)[:, 1:-1]], dim=1)
     # Window: the outer lips' box (covers every frame), so the work is small.
-    outer = tgt[:, list(tp.OUTER_UPPER + tp.OUTER_LOWER)]
-    lo = outer.amin(dim=(0, 1)).floor() - 2
-    hi = outer.amax(dim=(0, 1)).ceil() + 2
-    x0, y0 = int(lo[0].clamp(ox, ox + fw - 1)), int(lo[1].clamp(oy, oy + fh - 1))
-    x1, y1 = int(hi[0].clamp(ox + 1, ox + fw)), int(hi[1].clamp(oy + 1, oy + fh))
-    if x1 - x0 < 2 or y1 - y0 < 2:
+    box = lips_box(tgt, offset, (fw, fh))
+    if box is None:
         return frames
-    ys = torch.arange(y0, y1, device=dev, dtype=torch.float32) + 0.5
-    xs = torch.arange(x0, x1, device=dev, dtype=torch.float32) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    h, w = gy.shape
-    px, py = gx.reshape(1, -1).expand(B, -1), gy.reshape(1, -1).expand(B, -1)
+    x0, y0, x1, y1 = box
+    h, w = y1 - y0, x1 - x0
+    px, py = pixel_grid(x0, y0, x1, y1, B, dev)
 
     dist, inside = polygon_distance(px, py, poly)
     feather = max(0.8, mouth_width / 90.0)

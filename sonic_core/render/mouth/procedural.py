@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import topology as tp
-from ..contour import interp_rows, pixel_grid, polygon_distance, sorted_knots
+from ..contour import interp_rows, lips_box, pixel_grid, polygon_distance, sorted_knots
 from .base import MouthGeometry, MouthSource
 from .photo import PhotoMouth, seal_lips
 from .style import estimate_palette, lab_to_srgb, srgb_to_lab
@@ -123,13 +123,10 @@ class ProceduralPainter:
         mw, pal = self.mw, self.palette
         tgt = g.tgt
         upper, lower = tgt[:, list(tp.INNER_UPPER)], tgt[:, list(tp.INNER_LOWER)]
-        outer = tgt[:, list(tp.OUTER_UPPER + tp.OUTER_LOWER)]
-        lo = outer.amin(dim=(0, 1)).floor() - 2
-        hi = outer.amax(dim=(0, 1)).ceil() + 2
-        x0, y0 = int(lo[0].clamp(ox, ox + fw - 1)), int(lo[1].clamp(oy, oy + fh - 1))
-        x1, y1 = int(hi[0].clamp(ox + 1, ox + fw)), int(hi[1].clamp(oy + 1, oy + fh))
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = lips_box(tgt, offset, (fw, fh))
+        if box is None:
             return frames
+        x0, y0, x1, y1 = box
         px, py = pixel_grid(x0, y0, x1, y1, B, dev)
         h, w = y1 - y0, x1 - x0
 
@@ -225,7 +222,7 @@ class ProceduralPainter:
         if self.photo is None:
             interior = interior * (1 - up_a[:, None]) + up_col * up_a[:, None]
         else:
-            interior = self._photo_teeth(interior, px, py, pu, pv, uv, mid, ex, ey, half, g, jaw_drop)
+            interior = self._photo_teeth(interior, px, py, ey, g, jaw_drop)
         # The lips shade the interior near them; the corners sink into shadow.
         d_lo = (v_low - pv).clamp_min(0)
         occl = (0.3 + 0.7 * _smooth(d_lo / (0.04 * mw + self.feather))) * (1 - 0.45 * corner)
@@ -246,12 +243,12 @@ class ProceduralPainter:
                  * _smooth((gap - rest_gap - 0.35 * f) / (1.2 * f)) * _smooth((1.0 - t_across.abs()) / 0.08))
         region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         if self.photo is not None:
-            alpha = self._seal(frames, offset, region, alpha, px, py, pu, pv, ey, v_up, v_low, upper, lower, tgt)
+            self._seal(frames, offset, region, px, py, pu, pv, ey, v_up, v_low, tgt)
         a = alpha.view(B, 1, h, w)
         region.mul_(1 - a).add_(interior * a)
         return frames
 
-    def _photo_teeth(self, interior, px, py, pu, pv, uv, mid, ex, ey, half, g, jaw_drop):
+    def _photo_teeth(self, interior, px, py, ey, g, jaw_drop):
         """The photo's own teeth over the synthesized cavity: the upper row with the skull, the
         lower row (below the dark line between the rows) with the jaw."""
         photo = self.photo
@@ -290,23 +287,20 @@ class ProceduralPainter:
             out = out * (1 - alpha[:, None]) + colour * alpha[:, None]
         return out
 
-    def _seal(self, frames, offset, region, alpha, px, py, pu, pv, ey, v_up, v_low, upper, lower, tgt):
-        """Lips the rig closed over the photo's open mouth: cover their seam with lip texture."""
+    def _seal(self, frames, offset, region, px, py, pu, pv, ey, v_up, v_low, tgt) -> None:
+        """Lips the rig closed over the photo's open mouth: cover their seam, in `region`, with lip texture."""
         photo = self.photo
         B = px.shape[0]
-        poly = torch.cat([upper, lower.flip(1)[:, 1:-1]], dim=1)
+        poly = torch.cat([tgt[:, list(tp.INNER_UPPER)], tgt[:, list(tp.INNER_LOWER)].flip(1)[:, 1:-1]], dim=1)
         dist, _ = polygon_distance(px, py, poly)
         gap_now = (tgt[:, tp.LOWER_LIP_MID] - tgt[:, tp.UPPER_LIP_MID]).norm(dim=-1)
         closing = ((photo.gap - gap_now) / max(photo.gap, 1e-3)).clamp(0, 1)
-        # seal_lips works in the lips' own frame (u from corner to corner, v down from the middle).
-        u_lips = pu
         thickness = ((tgt[:, tp.UPPER_LIP_MID] - tgt[:, tp.OUTER_UPPER[5]]).norm(dim=-1),
                      (tgt[:, tp.OUTER_LOWER[5]] - tgt[:, tp.LOWER_LIP_MID]).norm(dim=-1))
-        seal, wgt = seal_lips(frames, offset, px, py, ey, pv, u_lips, v_up, v_low, dist, closing, self.mw,
+        seal, wgt = seal_lips(frames, offset, px, py, ey, pv, pu, v_up, v_low, dist, closing, self.mw,
                               self.feather, thickness)
         h, w = region.shape[-2:]
         region.mul_(1 - wgt.view(B, 1, h, w)).add_(seal.view(B, 3, h, w) * wgt.view(B, 1, h, w))
-        return alpha
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -326,9 +320,10 @@ def _row_split(crop: np.ndarray, photo: PhotoMouth, skin: np.ndarray) -> float:
 
     Rows across the middle of the opening are sorted into teeth (most pixels at least 0.78
     of the cheeks' L*), cavity (darker than half the cheeks') or neither (lip or tongue;
-    FaceMesh's inner contour on a smile runs inside the upper lip). Upper teeth followed by cavity: the jaw's part starts at the cavity. Only
-    teeth: the rows are together, all of it stays with the skull (1.0). No teeth in the upper
-    half (an open mouth showing its tongue or lower teeth): nearly all of it follows the jaw.
+    FaceMesh's inner contour on a smile runs inside the upper lip). Upper teeth followed by
+    cavity: the jaw's part starts at the cavity. Only teeth: the rows are together, all of it
+    stays with the skull (1.0). No teeth in the upper half (an open mouth showing its tongue or
+    lower teeth): nearly all of it follows the jaw.
     """
     up = photo.upper.detach().cpu().numpy()
     lo = photo.lower.detach().cpu().numpy()
