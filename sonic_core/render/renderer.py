@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from ..types import MotionTrack
 from .deform import deform, rigid_head
 from .eyes import EYES, composite_lids, estimate_lid_style
-from .mouth import MouthGeometry, MouthSource, make_painter
+from ..config import MOUTH_PAINTERS
+from .mouth import MouthGeometry, MouthPainter, MouthSource, make_painter
 from .mouth.style import estimate_grain
 from .rig import FaceRig, build_rig
 from .warp import inverse_warp, triangle_neighbours
@@ -19,13 +20,14 @@ class PortraitRenderer:
 
     `crop` is the [S,S,3] uint8 source crop, `landmarks` its FaceMesh points in crop
     pixels, `triangles` the FaceMesh triangles, `upscale` how much the crop was enlarged
-    from the photo (matches the synthesized mouth's softness to it), `mouth_painter` one of
-    config.MOUTH_PAINTERS. All per-frame work runs on `device` in batches (`render(track, start, stop)`).
+    from the photo, `mouth_painter` one of config.MOUTH_PAINTERS or a painter object (used as
+    it is and prepared for this photo: give each renderer its own). All per-frame work runs on
+    `device` in batches (`render(track, start, stop)`).
     """
 
     def __init__(self, crop: np.ndarray, landmarks: np.ndarray, triangles: np.ndarray,
                  device: torch.device | str = "cpu", max_steps: int = 25, seed: int = 0,
-                 upscale: float = 1.0, mouth_painter: str = "procedural"):
+                 upscale: float = 1.0, mouth_painter: "str | MouthPainter" = MOUTH_PAINTERS[0]):
         self.device = torch.device(device)
         self.size = int(crop.shape[0])
         self.max_steps = int(max_steps)

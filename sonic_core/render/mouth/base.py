@@ -24,13 +24,14 @@ class MouthSource:
     image: torch.Tensor  # [1,3,S,S] float 0..1 on the renderer's device (the same pixels)
     landmarks: np.ndarray  # [468,3] FaceMesh points in crop pixels
     rig: FaceRig  # on the renderer's device
-    upscale: float  # how much the crop was enlarged from the photo's pixels (softness)
+    upscale: float  # how much the crop was enlarged from the photo's pixels (the classic painter's softness)
     noise: torch.Tensor  # [S,S] fixed unit grain pattern (same every frame: no shimmer)
 
 
 @dataclass
 class MouthGeometry:
-    """One chunk of frames: where the face is, and the motion channels that put it there."""
+    """One chunk of frames: where the face is, and the motion channels that put it there (all of
+    them, for painters that shape the mouth from the channels themselves, like a learned decoder)."""
 
     rig: FaceRig
     tgt: torch.Tensor  # [B,V,2] deformed rig vertices, crop pixels

@@ -10,10 +10,9 @@ grain and softness so it does not look pasted on. Batched over frames.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .. import topology as tp
-from ..contour import interp_rows, lips_box, pixel_grid, polygon_distance, sorted_knots
+from ..contour import gaussian_blur, interp_rows, lips_box, pixel_grid, polygon_distance, sorted_knots
 from .base import MouthGeometry, MouthSource
 from .photo import PhotoMouth, photo_interior, seal_lips
 from .style import MouthStyle, estimate_style
@@ -147,13 +146,7 @@ def composite_mouth(frames: torch.Tensor, offset: tuple[int, int], tgt: torch.Te
 
     grain = noise[y0:y1, x0:x1].reshape(1, 1, -1) * style.grain
     interior = (interior + grain).clamp(0, 1).view(B, 3, h, w)
-    k = int(max(1, round(style.softness * 1.5)))
-    if style.softness > 0.4:
-        xk = torch.arange(-k, k + 1, device=dev, dtype=torch.float32)
-        g = torch.exp(-0.5 * (xk / style.softness) ** 2)
-        g = g / g.sum()
-        interior = F.conv2d(F.pad(interior, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-        interior = F.conv2d(F.pad(interior, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    interior = gaussian_blur(interior, style.softness)
     region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
     if photo is not None:
         shift = teeth_upper.mean(1) - photo.upper.mean(0)[None]

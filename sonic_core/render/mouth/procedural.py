@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import topology as tp
-from ..contour import interp_rows, lips_box, pixel_grid, polygon_distance, sorted_knots
+from ..contour import gaussian_blur, interp_rows, lips_box, pixel_grid, polygon_distance, sorted_knots
 from .base import MouthGeometry, MouthSource
 from .photo import PhotoMouth, seal_lips
 from .style import estimate_palette, lab_to_srgb, srgb_to_lab
@@ -68,7 +68,7 @@ class ProceduralPainter:
         rig = source.rig
         dev = rig.vertices.device
         self.mw = float(rig.mouth_width)
-        self.palette = estimate_palette(source.crop, source.landmarks, rig.mouth_width, source.upscale)
+        self.palette = estimate_palette(source.crop, source.landmarks, rig.mouth_width)
         self.noise = source.noise
         self.photo = (PhotoMouth.detect(source.image, rig.vertices, rig.mouth_width, min_gap=0.0)
                       if rig.rest_open > 0 else None)
@@ -95,6 +95,14 @@ class ProceduralPainter:
         gen = torch.Generator().manual_seed(1234)
         self._tooth_var = (1.0 + 0.05 * torch.randn(2, 16, generator=gen)).to(dev)
         self.feather = max(0.9, 1.3 * self.palette.softness)  # the lips' inner edge as soft as the photo's edges
+        self.close_span = rig.close_span
+        col = lambda c: c.to(dev).view(1, 3, 1)  # noqa: E731
+        pal = self.palette
+        self._teeth, self._cavity, self._deep = col(pal.teeth), col(pal.cavity), col(pal.deep)
+        self._tongue, self._gum = col(pal.tongue), col(pal.gum)
+        self._edges = torch.tensor(ARCH_EDGES, device=dev)
+        self._lower_edges = torch.tensor(LOWER_EDGES, device=dev)
+        self._light = torch.tensor(TOOTH_LIGHT, device=dev)
 
     def _cavity_from_photo(self, crop: np.ndarray, skin: np.ndarray) -> None:
         """An open mouth in the photo shows its own cavity: the synthesized one takes its colours."""
@@ -170,7 +178,7 @@ class ProceduralPainter:
         facing = torch.cos((1.15 * a - yaw).clamp(-1.55, 1.55)).clamp_min(0.15)
 
         # Upper teeth: per tooth, rounded incisal corners and darker gaps.
-        edges = torch.tensor(ARCH_EDGES, device=dev)
+        edges = self._edges
         k = torch.bucketize(aa, edges[1:-1])
         e0, e1 = edges[k], edges[k + 1]
         wt = ((aa - e0) / (e1 - e0)).clamp(0, 1)
@@ -181,20 +189,19 @@ class ProceduralPainter:
         up_a = _smooth((v_tooth - pv) / soft + 0.5) * _smooth((1.25 - aa) / 0.15)
         bound_px = torch.minimum(wt, 1 - wt) * (e1 - e0) * half * facing  # distance to the tooth's edge
         gap_line = torch.exp(-(bound_px / max(0.45, 0.004 * mw)) ** 2)
-        light = torch.tensor(TOOTH_LIGHT, device=dev)[k] * (0.55 + 0.45 * facing)
+        light = self._light[k] * (0.55 + 0.45 * facing)
         var = self._tooth_var[0][(k + 6 * (a > 0).long()).clamp(max=15)]
         under_lip = 0.7 + 0.3 * _smooth((pv - v_up) / (0.04 * mw))
         translucent = _smooth((v_tooth - pv) / (0.035 * mw))
         up_shade = light * var * under_lip * (1 - 0.45 * gap_line)
-        teeth = pal.teeth.to(dev).view(1, 3, 1)
-        cav, deep = pal.cavity.to(dev).view(1, 3, 1), pal.deep.to(dev).view(1, 3, 1)
+        teeth, cav, deep = self._teeth, self._cavity, self._deep
         up_col = teeth * up_shade[:, None]
         up_col = up_col * (0.72 + 0.28 * translucent[:, None]) + cav * (0.28 * (1 - translucent))[:, None]
         gum_a = _smooth((v_gum - pv) / soft + 0.5)
-        up_col = up_col * (1 - gum_a[:, None]) + pal.gum.to(dev).view(1, 3, 1) * (0.7 * under_lip * gum_a)[:, None]
+        up_col = up_col * (1 - gum_a[:, None]) + self._gum * (0.7 * under_lip * gum_a)[:, None]
 
         # Lower teeth: the lower lip hides most of them; a sliver shows at the centre as the jaw drops.
-        lo_edges = torch.tensor(LOWER_EDGES, device=dev)
+        lo_edges = self._lower_edges
         kl = torch.bucketize(aa, lo_edges[1:-1])
         wl = ((aa - lo_edges[kl]) / (lo_edges[kl + 1] - lo_edges[kl])).clamp(0, 1)
         show = 0.04 * mw * (jaw_drop / (0.15 * mw)).clamp(0, 1)
@@ -216,7 +223,7 @@ class ProceduralPainter:
         tongue_a = (_smooth((pv - tongue_top) / (0.05 * mw + self.feather)) * _smooth((0.9 - t_across.abs()) / 0.35)
                     * ((opening - 0.04) / 0.1).clamp(0, 1))
         tongue_lit = 0.3 + 0.45 * _smooth((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0) * 1.3)
-        tongue_col = pal.tongue.to(dev).view(1, 3, 1) * (tongue_lit * (1 - 0.55 * corner))[:, None]
+        tongue_col = self._tongue * (tongue_lit * (1 - 0.55 * corner))[:, None]
         interior = interior * (1 - tongue_a[:, None]) + tongue_col * tongue_a[:, None]
         interior = interior * (1 - lo_a[:, None]) + lo_col * lo_a[:, None]
         if self.photo is None:
@@ -233,7 +240,7 @@ class ProceduralPainter:
         nx = (px - mid[:, 0:1] + S / 2).round().long().clamp(0, S - 1)
         ny = (py - mid[:, 1:2] + S / 2).round().long().clamp(0, S - 1)
         interior = (interior + self.noise[ny, nx][:, None] * pal.grain).clamp(0, 1).view(B, 3, h, w)
-        interior = _blur(interior, pal.softness)
+        interior = gaussian_blur(interior, pal.softness)
 
         # Opening: soft edges along both lips, tapering at the corners; nothing where lips meet.
         # The photo's own lip line (closed lips are often a few pixels apart in FaceMesh) stays as it is.
@@ -243,7 +250,7 @@ class ProceduralPainter:
                  * _smooth((gap - rest_gap - 0.35 * f) / (1.2 * f)) * _smooth((1.0 - t_across.abs()) / 0.08))
         region = frames[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         if self.photo is not None:
-            self._seal(frames, offset, region, px, py, pu, pv, ey, v_up, v_low, tgt)
+            self._seal(frames, offset, region, px, py, pu, pv, ey, v_up, v_low, tgt, g.jaw_open)
         a = alpha.view(B, 1, h, w)
         region.mul_(1 - a).add_(interior * a)
         return frames
@@ -287,32 +294,18 @@ class ProceduralPainter:
             out = out * (1 - alpha[:, None]) + colour * alpha[:, None]
         return out
 
-    def _seal(self, frames, offset, region, px, py, pu, pv, ey, v_up, v_low, tgt) -> None:
+    def _seal(self, frames, offset, region, px, py, pu, pv, ey, v_up, v_low, tgt, jaw_open) -> None:
         """Lips the rig closed over the photo's open mouth: cover their seam, in `region`, with lip texture."""
-        photo = self.photo
         B = px.shape[0]
         poly = torch.cat([tgt[:, list(tp.INNER_UPPER)], tgt[:, list(tp.INNER_LOWER)].flip(1)[:, 1:-1]], dim=1)
         dist, _ = polygon_distance(px, py, poly)
-        gap_now = (tgt[:, tp.LOWER_LIP_MID] - tgt[:, tp.UPPER_LIP_MID]).norm(dim=-1)
-        closing = ((photo.gap - gap_now) / max(photo.gap, 1e-3)).clamp(0, 1)
+        closing = (1.0 - jaw_open / max(self.close_span, 1e-6)).clamp(0, 1)  # as the rig closes them (deform)
         thickness = ((tgt[:, tp.UPPER_LIP_MID] - tgt[:, tp.OUTER_UPPER[5]]).norm(dim=-1),
                      (tgt[:, tp.OUTER_LOWER[5]] - tgt[:, tp.LOWER_LIP_MID]).norm(dim=-1))
         seal, wgt = seal_lips(frames, offset, px, py, ey, pv, pu, v_up, v_low, dist, closing, self.mw,
                               self.feather, thickness)
         h, w = region.shape[-2:]
         region.mul_(1 - wgt.view(B, 1, h, w)).add_(seal.view(B, 3, h, w) * wgt.view(B, 1, h, w))
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [B,3,h,w] (replicated edges)."""
-    if sigma <= 0.4:
-        return x
-    k = int(max(1, round(sigma * 1.5)))
-    xk = torch.arange(-k, k + 1, device=x.device, dtype=torch.float32)
-    g = torch.exp(-0.5 * (xk / sigma) ** 2)
-    g = g / g.sum()
-    x = F.conv2d(F.pad(x, (k, k, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    return F.conv2d(F.pad(x, (0, 0, k, k), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
 
 
 def _row_split(crop: np.ndarray, photo: PhotoMouth, skin: np.ndarray) -> float:

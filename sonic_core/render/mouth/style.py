@@ -32,7 +32,7 @@ def _region_mean(img: np.ndarray, pts: np.ndarray, radius: float) -> np.ndarray:
 
 def estimate_grain(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -> float:
     """Std of the photo's pixel noise (0..1 units): the high-pass residual on a cheek."""
-    gray = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+    gray = (crop.astype(np.float32) / 255.0) @ np.array([0.299, 0.587, 0.114], np.float32)
     cx, cy = landmarks[50, :2].astype(int)
     r = max(3, int(mouth_width * 0.1))
     patch = gray[max(cy - r, 0):cy + r, max(cx - r, 0):cx + r]
@@ -174,7 +174,7 @@ class MouthPalette:
     softness: float  # blur sigma in pixels matching the photo's sharpness
 
 
-def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float, upscale: float = 1.0) -> MouthPalette:
+def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float) -> MouthPalette:
     """Interior colours from the photo's own cheeks, lips, white balance and exposure.
 
     Worked out in CIELAB against the cheeks, as real mouths measure (benchmarks/mouth_realism.py
