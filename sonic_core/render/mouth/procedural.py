@@ -42,7 +42,8 @@ from .style import estimate_palette, lab_to_srgb, srgb_to_lab
 ARCH_EDGES = (0.0, 0.30, 0.53, 0.76, 0.92, 1.08, 1.3)
 TOOTH_LIGHT = (1.0, 0.94, 0.82, 0.64, 0.48, 0.35)
 LOWER_EDGES = (0.0, 0.17, 0.34, 0.52, 0.72, 1.3)  # lower incisors are narrower
-EDGE_BELOW_LIP = 0.045  # incisal edge below the rest upper lip line, mouth widths (at the midline)
+EDGE_BELOW_LIP = 0.02  # incisal edge below the rest upper lip line, mouth widths (at the midline)
+EDGE_WITH_OPENING = 0.15  # more of the crown shows as the mouth opens (the upper lip retracts), per mouth width
 TOOTH_HEIGHT = 0.2  # visible crown height, mouth widths (the gum line above it)
 ARCH_DEPTH = 0.03  # the teeth sit this far behind the inner lip line, mouth widths
 
@@ -184,7 +185,7 @@ class ProceduralPainter:
         wt = ((aa - e0) / (e1 - e0)).clamp(0, 1)
         tooth_w_px = (e1 - e0) * half * 0.9 * facing
         notch = (0.012 * mw + 0.1 * tooth_w_px.clamp(max=0.03 * mw)) * (2 * wt - 1) ** 6
-        v_tooth = v_edge - notch - 0.004 * mw * k.float()
+        v_tooth = v_edge + EDGE_WITH_OPENING * mw * opening - notch - 0.004 * mw * k.float()
         soft = max(0.5, 0.35 * self.feather)
         up_a = _smooth((v_tooth - pv) / soft + 0.5) * _smooth((1.25 - aa) / 0.15)
         bound_px = torch.minimum(wt, 1 - wt) * (e1 - e0) * half * facing  # distance to the tooth's edge
@@ -193,7 +194,8 @@ class ProceduralPainter:
         var = self._tooth_var[0][(k + 6 * (a > 0).long()).clamp(max=15)]
         under_lip = 0.7 + 0.3 * _smooth((pv - v_up) / (0.04 * mw))
         translucent = _smooth((v_tooth - pv) / (0.035 * mw))
-        up_shade = light * var * under_lip * (1 - 0.45 * gap_line)
+        # Little light reaches the teeth through a narrow opening.
+        up_shade = light * var * under_lip * (1 - 0.45 * gap_line) * (0.6 + 0.4 * _smooth(opening / 0.25))
         teeth, cav, deep = self._teeth, self._cavity, self._deep
         up_col = teeth * up_shade[:, None]
         up_col = up_col * (0.72 + 0.28 * translucent[:, None]) + cav * (0.28 * (1 - translucent))[:, None]
@@ -204,7 +206,7 @@ class ProceduralPainter:
         lo_edges = self._lower_edges
         kl = torch.bucketize(aa, lo_edges[1:-1])
         wl = ((aa - lo_edges[kl]) / (lo_edges[kl + 1] - lo_edges[kl])).clamp(0, 1)
-        show = 0.04 * mw * (jaw_drop / (0.15 * mw)).clamp(0, 1)
+        show = 0.055 * mw * (jaw_drop / (0.12 * mw)).clamp(0, 1)
         v_lo_edge = v_low - show * (1 - (t_across / 0.6) ** 2).clamp_min(0) + 0.006 * mw * (2 * wl - 1) ** 6
         lo_a = _smooth((pv - v_lo_edge) / soft + 0.5) * (show > 0.5).float()
         lo_shade = 0.9 * (0.55 + 0.45 * facing) * self._tooth_var[1][kl.clamp(max=15)]
@@ -222,7 +224,7 @@ class ProceduralPainter:
         tongue_top = v_low - gap * (0.55 - 0.2 * t_across ** 2)
         tongue_a = (_smooth((pv - tongue_top) / (0.05 * mw + self.feather)) * _smooth((0.9 - t_across.abs()) / 0.35)
                     * ((opening - 0.04) / 0.1).clamp(0, 1))
-        tongue_lit = 0.3 + 0.45 * _smooth((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0) * 1.3)
+        tongue_lit = 0.4 + 0.5 * _smooth((pv - tongue_top) / (v_low - tongue_top).clamp_min(1.0) * 1.3)
         tongue_col = self._tongue * (tongue_lit * (1 - 0.55 * corner))[:, None]
         interior = interior * (1 - tongue_a[:, None]) + tongue_col * tongue_a[:, None]
         interior = interior * (1 - lo_a[:, None]) + lo_col * lo_a[:, None]

@@ -202,7 +202,7 @@ def estimate_palette(crop: np.ndarray, landmarks: np.ndarray, mouth_width: float
     chroma = float(np.hypot(skin_lab[1], skin_lab[2]))
     keep = float(np.clip(chroma / 18.0, 0.0, 1.0))  # typical skin has C* 18-35; a grey photo has ~0
     teeth = np.array([0.9 * white_l, np.clip(skin_lab[1] - 5.0, -2.0, 24.0), np.clip(skin_lab[2] - 3.0, 4.0, 32.0)])
-    cavity = np.array([0.3 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
+    cavity = np.array([0.36 * skin_lab[0], skin_lab[1] * 0.9 + 4.0, skin_lab[2] * 0.5])
     deep = np.array([0.09 * skin_lab[0], skin_lab[1] * 0.5 + 2.0, skin_lab[2] * 0.25])
     tongue = np.array([0.85 * lip_lab[0], lip_lab[1] * 0.95 + 4.0, lip_lab[2] * 0.55])
     gum = np.array([0.8 * lip_lab[0], lip_lab[1] + 6.0, lip_lab[2] * 0.7])
