@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -76,6 +77,39 @@ def device():
         return resolve_device("auto")
 
 
+NO_DOWNLOAD_ENV = "SONIC_NO_DOWNLOAD"  # set to 1 on locked-down servers: never pip-download the face models
+
+
+def _fetch_reporter(model_dir: Path):
+    """The log of `ensure_face_models`: when the face models must be fetched, that is said in the
+    UI (a progress bar and the log), or refused with where to put the file if downloads are off."""
+    from sonic_core.models import FACE_MODELS_FILE, MEDIAPIPE_VERSION
+
+    if (Path(model_dir) / FACE_MODELS_FILE).is_file():
+        return log.info
+    if os.environ.get(NO_DOWNLOAD_ENV, "").strip() not in ("", "0") and not os.environ.get("SONIC_MEDIAPIPE_WHEEL"):
+        raise SonicNodeError(
+            f"The face models are not installed and downloads are off ({NO_DOWNLOAD_ENV} is set). Copy "
+            f"{FACE_MODELS_FILE} (made by `python -m sonic_core fetch-models` on any machine) into {model_dir}, or set "
+            f"SONIC_MEDIAPIPE_WHEEL to a downloaded mediapipe-{MEDIAPIPE_VERSION} wheel.")
+    try:
+        import comfy.utils
+
+        bar = comfy.utils.ProgressBar(3)
+    except Exception:
+        bar = None
+    steps = iter(range(1, 4))
+    log.warning("Sonic: first use: fetching the face models into %s (pip download of the mediapipe wheel, "
+                "~35 MB, not installed; set %s=1 to forbid it)", model_dir, NO_DOWNLOAD_ENV)
+
+    def report(msg: str) -> None:
+        log.info("Sonic: %s", msg)
+        if bar is not None:
+            bar.update_absolute(next(steps, 3), 3)
+
+    return report
+
+
 def face_analyzer(dev=None, model_dir=None):
     """One FaceAnalyzer per (device, models folder), so repeated prompts do not reload models."""
     from sonic_core.face import FaceAnalyzer
@@ -87,7 +121,7 @@ def face_analyzer(dev=None, model_dir=None):
     with _lock:
         an = _analyzers.get(key)
         if an is None:
-            ensure_face_models(model_dir, log=log.info)
+            ensure_face_models(model_dir, log=_fetch_reporter(model_dir))
             log.info("loading face models from %s on %s", model_dir, dev)
             an = _analyzers[key] = FaceAnalyzer(model_dir=model_dir, device=dev)
         return an
@@ -130,6 +164,12 @@ class SonicNodeError(SonicInputError):
 SonicNodeError.__module__ = "sonic"
 
 
+PACK = Path(__file__).resolve().parent.parent
+# import name -> pip name of what requirements.txt installs
+REQUIRED_MODULES = {"av": "av", "safetensors": "safetensors", "tflite": "tflite", "PIL": "pillow", "scipy": "scipy",
+                    "pocketsphinx": "pocketsphinx", "silero_vad": "silero-vad", "numpy": "numpy", "torch": "torch"}
+
+
 def user_errors(fn):
     """Re-raise engine input/model errors with just their message (no deep engine traceback)."""
     from sonic_core.models import ModelFetchError
@@ -140,7 +180,14 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (SonicInputError, ModelFetchError) as e:
             msg = str(e)
-            log.warning("%s: %s", getattr(fn, "__qualname__", "Sonic"), msg)
+        except ImportError as e:
+            missing = (getattr(e, "name", None) or "").split(".")[0]
+            if missing not in REQUIRED_MODULES:
+                raise
+            msg = (f"Sonic needs the Python package '{REQUIRED_MODULES[missing]}', which is not installed in "
+                   f"ComfyUI's Python. Install the pack's requirements with that Python: "
+                   f"{sys.executable} -m pip install -r {PACK / 'requirements.txt'} , then restart ComfyUI.")
+        log.warning("%s: %s", getattr(fn, "__qualname__", "Sonic"), msg)
         raise SonicNodeError(msg) from None
 
     return wrapper

@@ -1,7 +1,7 @@
 """Sonic Audio PreData node."""
 from __future__ import annotations
 
-from sonic_core.config import SPEECH_FEATURES
+from sonic_core.config import MAX_DURATION_S, SPEECH_FEATURES
 
 from . import _runtime as rt
 
@@ -19,7 +19,7 @@ class SonicTH_AudioPreData:
     def INPUT_TYPES(cls):
         return {"required": {
             "audio": ("AUDIO", {"tooltip": "The speech recording (Load Audio). Any length."}),
-            "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 36000.0, "step": 0.1,
+            "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_DURATION_S, "step": 0.1,
                                    "tooltip": "Seconds of video. 0 = the whole audio (never shorter). A shorter "
                                               "value trims the audio, a longer one pads it with silence."}),
             "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,

@@ -78,6 +78,11 @@ class SonicTH_SaveMP4:
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, size, size)
         file = f"{name}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
+        # Our own check, not only ComfyUI's: the video stays inside the output folder.
+        root = os.path.realpath(out_dir)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise rt.SonicNodeError(f"filename_prefix '{filename_prefix}' would write outside the output folder; "
+                                    "use a name (or sub/folder/name) inside it.")
         n = motion.track.num_frames
         info = render_to_mp4(face, motion, path, rt.device(), rt.models_dir(), crf=crf, preset=preset,
                              on_chunk=rt.chunk_hook(n), encoder=encoder)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 from .config import ENCODERS, MOTION_MODELS, MOUTH_PAINTERS, SPEECH_FEATURES, GenerateConfig
 from .errors import SonicInputError
+from .models import ModelFetchError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets"
 
@@ -83,12 +85,26 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
 
 
 def _run(image, audio, out, args) -> int:
+    from .models import ensure_face_models
     from .pipeline import generate
+    from .video.output import check_output
 
-    result = generate(image, audio, out, _config_from(args), device=args.device, model_dir=args.models_dir,
+    cfg = _config_from(args).validate()  # bad settings and outputs are reported before any download
+    check_output(out, (image, audio))
+    # Said before it happens: the first run downloads and converts the face models.
+    ensure_face_models(args.models_dir, log=lambda msg: print(msg, file=sys.stderr))
+    result = generate(image, audio, out, cfg, device=args.device, model_dir=args.models_dir,
                       progress=None if args.quiet else _Bar("rendering"))
     print(result.summary())
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same clean-up runs (no partial file is left)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     fm.add_argument("--models-dir", default=None)
     args = parser.parse_args(argv)
     try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): keep the default
+        pass
+    try:
         if args.command == "fetch-models":
             from .models import ensure_face_models
 
@@ -117,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     except SonicInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except ModelFetchError as e:
+        print(f"error: the face models are not in the model cache and could not be fetched: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
         print("interrupted; no partial video was left behind", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ ENCODERS = ("auto", "libx264", "h264_nvenc")
 # x264 speed presets; "auto" = superfast with macroblock-tree rate control kept on (see video/writer.py).
 PRESETS = ("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
+SEED_MAX = 2 ** 63 - 1  # seeds are 0..SEED_MAX (numpy and torch generators take them as they are)
+MAX_DURATION_S = 4 * 3600.0  # the audio of a job is held whole in memory (4 h of 48 kHz stereo: ~5.5 GB)
 
 
 @dataclass
@@ -76,8 +78,16 @@ class GenerateConfig:
         def bad(name: str, why: str) -> SonicInputError:
             return SonicInputError(f"Setting '{name}' {why}.")
 
-        if self.duration is not None and not (self.duration > 0):
-            raise bad("duration", f"must be a positive number of seconds or left unset for the whole audio (got {self.duration})")
+        if self.duration is not None and not (0 < self.duration <= MAX_DURATION_S):
+            raise bad("duration", f"must be a positive number of seconds up to {MAX_DURATION_S:.0f} ({MAX_DURATION_S / 3600:.0f} "
+                      f"hours: the job holds its whole audio in memory; split longer recordings), or left unset for the "
+                      f"whole audio (got {self.duration})")
+        try:
+            seed_ok = float(self.seed) == int(self.seed) and 0 <= int(self.seed) <= SEED_MAX
+        except (TypeError, ValueError, OverflowError):
+            seed_ok = False
+        if not seed_ok:
+            raise bad("seed", f"must be a whole number from 0 to {SEED_MAX} (got {self.seed!r})")
         if not (64 <= int(self.min_resolution) <= 4096):
             raise bad("min_resolution", f"must be between 64 and 4096 pixels (got {self.min_resolution}); 512 or 1024 are typical")
         if not (0.0 <= self.expand_ratio <= 3.0):
@@ -133,6 +143,7 @@ class GenerateConfig:
         self.min_resolution = int(self.min_resolution) // 2 * 2
         self.max_full_side = int(self.max_full_side) // 2 * 2
         self.inference_steps = int(self.inference_steps)
+        self.seed = int(self.seed)
         return self
 
     def to_dict(self) -> dict:

@@ -83,6 +83,9 @@ def load_image(source, max_pixels: int | None = None) -> np.ndarray:
     return _contig(result)
 
 
+MIN_SIDE = 16  # pixels: below this on either side no face can be found
+
+
 def _load_opened(img: Image.Image, name: str, cap: int) -> np.ndarray:
     if True:
         w, h = img.size
@@ -93,6 +96,9 @@ def _load_opened(img: Image.Image, name: str, cap: int) -> np.ndarray:
             )
         if w == 0 or h == 0:
             raise SonicInputError(f"Image '{name}' has no pixels ({w}x{h}). Use a real photo.")
+        if min(w, h) < MIN_SIDE:
+            raise SonicInputError(f"Image '{name}' is {w}x{h} pixels, too small to find a face in; use a photo at "
+                                  f"least {MIN_SIDE} pixels on each side with the face about 80 pixels wide or more.")
         try:
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WEBP, multi-page TIFF: first frame

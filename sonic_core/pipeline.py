@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .audio import fit_duration, load_audio
 from .audio.features import analyze_speech, frame_count
-from .config import GenerateConfig
+from .config import MAX_DURATION_S, GenerateConfig
 from .errors import SonicInputError
 from .face import FaceNotFoundError
 from .imageio import load_image
@@ -106,10 +106,13 @@ def _resize_uint8(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((width, height), Image.LANCZOS))
 
 
-def prepare_portrait(image, config: GenerateConfig, analyzer) -> tuple[Portrait, np.ndarray, np.ndarray]:
-    """Find the face and cut the square crop that will be animated (at min_resolution)."""
+def prepare_portrait(image, config: GenerateConfig, analyzer, rgb: np.ndarray | None = None
+                     ) -> tuple[Portrait, np.ndarray, np.ndarray]:
+    """Find the face and cut the square crop that will be animated (at min_resolution).
+
+    `rgb`: the image already loaded with `load_image` (`image` then only names it in errors)."""
     name = image if isinstance(image, (str, os.PathLike)) else None
-    rgb = load_image(image)
+    rgb = load_image(image) if rgb is None else rgb
     try:
         detection, landmarks = analyzer.analyze(rgb, face_index=config.face_index)
     except FaceNotFoundError as e:
@@ -141,6 +144,11 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
     on a GPU `device` the motion model's speech detector runs there (speech.extra["vad_device"]).
     """
     clip = fit_duration(load_audio(audio), config.duration)
+    if clip.duration > MAX_DURATION_S:
+        where = f"'{os.fspath(audio)}'" if isinstance(audio, (str, os.PathLike)) else "The audio"
+        raise SonicInputError(f"{where} is {clip.duration / 3600:.1f} hours long; a job takes at most "
+                              f"{MAX_DURATION_S / 3600:.0f} hours (its audio is held in memory). Split the recording, "
+                              "or set duration to render its start.")
     n = frame_count(clip.duration, config.fps)
     speech = analyze_speech(clip.mono(), clip.sample_rate, config.fps, n)
     if config.motion_model != "phonetic":
@@ -289,15 +297,23 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     `image`: a path or an RGB array; `audio`: a path, bytes, AudioClip or (samples, rate).
     Settings come from `config` and/or keyword overrides (see GenerateConfig); lip alignment
     and smoothing are applied as the ComfyUI Postprocess node applies them, with its defaults.
-    The MP4 is written to a temporary file and renamed when complete, so `out` is never partial.
+    `out` must end in .mp4, .mov or .m4v (without a suffix, .mp4 is added; the result's `path`
+    says where the video went) and must not be one of the inputs. The MP4 is written to a
+    temporary file and renamed when complete, so `out` is never partial.
     """
     from .face import FaceAnalyzer
     from .models import ensure_face_models
     from .motion.post import postprocess
     from .video.writer import warm_encoders
 
+    from .video.output import check_output
+
     cfg = GenerateConfig(**{**(config.to_dict() if config else {}), **overrides}).validate()
+    # Cheap checks first: where the video goes (never onto an input), then the image (decoding
+    # it takes milliseconds; the audio and the face can take seconds).
+    out = check_output(out, (image, audio))
     dev = resolve_device(device)
+    rgb = load_image(image)
     _prefetch_first_job()
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -321,7 +337,7 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
         motion = motion_thread.submit(make_motion, speech, cfg) if overlap else None
         ensure_face_models(model_dir)
         analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
-        portrait, crop, lm = prepare_portrait(image, cfg, analyzer)
+        portrait, crop, lm = prepare_portrait(image, cfg, analyzer, rgb)
         warm_encoders(*output_size(portrait.image.shape, cfg), cfg.encoder, cfg.encode_workers)
         lap("face")
         animator = Animator(portrait, crop, lm, cfg, dev, model_dir)
@@ -336,5 +352,5 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     n = track.num_frames
     write_mp4(animator, track, clip, out, cfg.crf, cfg.preset, progress)
     lap("render_encode")
-    return GenerateResult(path=os.fspath(out), frames=n, seconds=n / cfg.fps, width=animator.width,
+    return GenerateResult(path=out, frames=n, seconds=n / cfg.fps, width=animator.width,
                           height=animator.height, fps=cfg.fps, device=str(dev), timings=timings)

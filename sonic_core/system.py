@@ -1,9 +1,11 @@
 """Facts about the machine the engine runs on."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
+import threading
 
 
 def usable_cpus() -> int:
@@ -34,3 +36,30 @@ def release_free_memory() -> None:
     fn = _malloc_trim()
     if fn is not None:
         fn(0)
+
+
+_STABLE = threading.RLock()
+
+
+@contextlib.contextmanager
+def stable_threads():
+    """Run torch CPU work with the same number of threads every time, one such block at a time.
+
+    CPU convolutions give (slightly) different results with different thread counts, and the
+    count is process-wide: Silero's loader sets it to 1 while it loads, and a caller may change
+    it. The face models and the speech detector run inside this block, so the same inputs give
+    the same landmarks and the same frames whatever runs beside them (they are short: holding
+    the lock costs other jobs little).
+    """
+    import torch
+
+    with _STABLE:
+        before = torch.get_num_threads()
+        torch.set_num_threads(STABLE_THREADS)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+STABLE_THREADS = max(1, min(usable_cpus(), 8))  # the same on every run on one machine

@@ -517,3 +517,40 @@ def test_postprocess_auto_align_measures_and_cancels_the_mouth_lag(comfy, chain)
         (post,) = call(comfy, "SonicTH_Postprocess", motion=chain.motion, lip_align=True, alignment_offset=offset,
                        smooth_motion=False, auto_align=True)
         assert abs(estimate_offset(post.track, loud) - offset) <= 0.015, offset
+
+
+# --------------------------------------------------------------------------- hardening (#16)
+def test_save_mp4_keeps_its_own_check_that_the_video_stays_in_the_output_folder(comfy, chain):
+    """The stub's get_save_image_path, like a lenient ComfyUI, lets '../' through: the node refuses."""
+    rt = sys.modules["sonic_comfy_under_test.nodes._runtime"]
+    outside = comfy.root / "escaped"
+    with pytest.raises(rt.SonicNodeError, match="outside the output folder"):
+        call(comfy, "SonicTH_SaveMP4", face=chain.face, motion=chain.post, filename_prefix="../escaped/x",
+             crf=23, preset="ultrafast")
+    assert not outside.exists() or not any(outside.iterdir())
+
+
+def test_a_missing_requirement_names_the_package_and_the_install_command(comfy, monkeypatch):
+    rt = sys.modules["sonic_comfy_under_test.nodes._runtime"]
+    monkeypatch.setitem(sys.modules, "tflite", None)  # `import tflite` -> ModuleNotFoundError
+
+    @rt.user_errors
+    def needs_tflite():
+        import tflite  # noqa: F401
+
+    with pytest.raises(rt.SonicNodeError) as err:
+        needs_tflite()
+    msg = str(err.value)
+    assert "'tflite'" in msg and "pip install -r" in msg and "requirements.txt" in msg
+
+
+def test_face_model_download_can_be_switched_off(comfy, tmp_path, monkeypatch):
+    rt = sys.modules["sonic_comfy_under_test.nodes._runtime"]
+    monkeypatch.setenv("SONIC_NO_DOWNLOAD", "1")
+    monkeypatch.delenv("SONIC_MEDIAPIPE_WHEEL", raising=False)
+    empty = tmp_path / "sonic_models"
+    empty.mkdir()
+    with pytest.raises(rt.SonicNodeError, match="downloads are off") as err:
+        rt.face_analyzer(model_dir=empty)
+    assert str(empty) in str(err.value) and "mediapipe_face.safetensors" in str(err.value)
+    assert list(empty.iterdir()) == []

@@ -68,6 +68,26 @@ def audio_from_array(samples, sample_rate: int, source_path: str | None = None) 
     return AudioClip(samples=a, sample_rate=sample_rate, source_path=source_path)
 
 
+_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0, "flt": 1.0, "dbl": 1.0}
+
+
+def _frame_samples(frame) -> np.ndarray:
+    """A decoded audio frame of any sample format as float32 [channels, samples], without libswresample."""
+    fmt = frame.format.name
+    base = fmt[:-1] if fmt.endswith("p") else fmt
+    a = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not fmt.endswith("p"):  # packed: one row, samples interleaved
+        a = a.reshape(-1, channels).T
+    a = a.astype(np.float32)
+    if base == "u8":
+        a -= 128.0
+    return a / _SCALE.get(base, 1.0)
+
+
+MAX_SWR_CHANNELS = 6  # more channels than 5.1 never reach libswresample (it crashed on 8 and 32)
+
+
 def _layout_for(channels: int):
     """Default FFmpeg layout for a channel count (1 mono, 2 stereo, 6 -> 5.1, ...)."""
     return av.AudioLayout(f"{int(channels)}c")
@@ -84,7 +104,9 @@ class _Collector:
         self.channels = None
 
     def add(self, frame) -> None:
-        a = frame.to_ndarray()  # fltp -> [C, n] float32
+        self.add_array(frame.to_ndarray())  # fltp -> [C, n] float32
+
+    def add_array(self, a: np.ndarray) -> None:
         if a.ndim == 1:
             a = a[None, :]
         if a.shape[1] == 0:
@@ -124,6 +146,15 @@ def _resample_array(samples: np.ndarray, in_rate: int, out_rate: int | None, out
     out_channels = int(out_channels or c_in)
     if out_rate == in_rate and out_channels == c_in:
         return samples
+    if c_in > MAX_SWR_CHANNELS or out_channels > MAX_SWR_CHANNELS:
+        # libswresample crashes the process on some layouts of 8 or more channels: mix such
+        # audio down here (all channels averaged), and resample channel by channel.
+        if out_channels < c_in:
+            mixed = samples.mean(axis=0, keepdims=True, dtype=np.float32)
+            samples = mixed if out_channels == 1 else np.repeat(mixed, out_channels, axis=0)
+        if out_rate == in_rate:
+            return np.ascontiguousarray(samples, dtype=np.float32)
+        return np.concatenate([_resample_array(row[None], in_rate, out_rate, 1) for row in samples])
     resampler = av.AudioResampler(format="fltp", layout=_layout_for(out_channels), rate=out_rate)
     col = _Collector()
     chunk = 1 << 16
@@ -229,17 +260,30 @@ def _decode(source, sample_rate: int | None) -> AudioClip:
         col = _Collector()
         in_rate = None
         error = None
+        many = None  # frames of more than six channels, mixed to mono (see _frame_samples)
         try:
             for frame in container.decode(stream):
                 if frame.samples == 0:
                     continue
-                if resampler is None:
+                if in_rate is None:
                     in_rate = frame.sample_rate
+                if len(frame.layout.channels) > MAX_SWR_CHANNELS or many is not None:
+                    # libswresample crashes the process on some layouts of 8 or more channels
+                    # (7.1, 32-channel WAVs): such audio is mixed down here, then resampled.
+                    many = [] if many is None else many
+                    many.append(_frame_samples(frame).mean(axis=0, keepdims=True, dtype=np.float32))
+                    continue
+                if resampler is None:
                     resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=int(sample_rate or in_rate))
                 for f in resampler.resample(frame):
                     col.add(f)
         except av.error.FFmpegError as e:
             error = e
+        if many:
+            mixed = np.concatenate(many, axis=1)
+            del many
+            rate = int(sample_rate or in_rate)
+            col.add_array(_resample_array(mixed, in_rate, rate, 1) if rate != in_rate else mixed)
         if resampler is not None:
             try:
                 for f in resampler.resample(None):

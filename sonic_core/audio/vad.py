@@ -2,8 +2,10 @@
 
 Primary: Silero VAD (MIT; its TorchScript model ships inside the `silero-vad` wheel, so no
 download). It needs only torch: we never call its audio I/O helpers, so torchaudio is not
-required. Importing it calls ``torch.set_num_threads(1)``; :func:`_load_silero` restores the
-caller's thread count right after.
+required. Importing it calls ``torch.set_num_threads(1)``; :func:`_load_silero` loads it inside
+``system.stable_threads()``, which restores the caller's thread count and keeps the face stage
+from running meanwhile with one thread (its landmarks would differ: frames differed between
+identical runs).
 
 Fallback (silero-vad not installed or failing): an energy + voicing detector with an adaptive
 noise floor (the 10th percentile of frame energy), hysteresis and hangover. It is fine on clean
@@ -14,9 +16,12 @@ Output is a speech probability at 100 frames per second (10 ms hop), frame k cov
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
+
+from ..system import stable_threads
 
 RATE = 16000
 FRAME_RATE = 100
@@ -33,10 +38,9 @@ def _load_silero(device: str = "cpu"):
         return _MODELS.get(device)
     import torch
 
-    with _LOCK:
+    with _LOCK, stable_threads():  # its import sets the process's thread count (restored by the block)
         if device in _MODELS or _FAILED:
             return _MODELS.get(device)
-        threads = torch.get_num_threads()
         try:
             from silero_vad import load_silero_vad
 
@@ -48,8 +52,6 @@ def _load_silero(device: str = "cpu"):
                 _FAILED = True  # not installed or broken: the energy detector is used
             else:
                 _MODELS[device] = None  # this device cannot run it: callers use the CPU copy
-        finally:
-            torch.set_num_threads(threads)
     return _MODELS.get(device)
 
 
@@ -84,7 +86,8 @@ def _silero_probs(x: np.ndarray, stream_windows: int = 32, warmup_windows: int =
     probs = torch.empty((B, L + W), dtype=torch.float32, device=dev)
     # optimized_execution(False): the profiling JIT would re-specialise the graph for every new
     # batch size (seconds each time) for no gain on a model this small.
-    with _RUN_LOCKS[dev], torch.inference_mode(), torch.jit.optimized_execution(False):
+    stable = stable_threads() if dev == "cpu" else contextlib.nullcontext()  # same probabilities every run
+    with _RUN_LOCKS[dev], stable, torch.inference_mode(), torch.jit.optimized_execution(False):
         for s0 in range(0, B, 256):
             nb = min(256, B - s0)
             # Stream b covers windows [b*L - W, (b+1)*L) of the audio (zeros outside it): this

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import SonicInputError
+from ..system import stable_threads
 from ..types import Detection
 from . import FaceNotFoundError
 from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, RawDetections, weighted_nms
@@ -96,6 +97,21 @@ class _Models:
     short: BlazeFace
     full: BlazeFace
     mesh: FaceMesh
+
+
+def _stable_on_cpu(method):
+    """On the CPU, run the face models with the same thread count every time (system.stable_threads):
+    convolutions differ slightly between thread counts, and so would landmarks and every frame."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if torch.device(self.device).type != "cpu":
+            return method(self, *args, **kwargs)
+        with stable_threads():
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class FaceAnalyzer:
@@ -209,6 +225,7 @@ class FaceAnalyzer:
         return RawDetections(torch.cat(boxes), torch.cat(kps), torch.cat(scores))
 
     @torch.no_grad()
+    @_stable_on_cpu
     def detect(self, image: np.ndarray) -> list[Detection]:
         """All faces in an HxWx3 uint8 RGB image, largest box first (pixels of `image`).
 
@@ -256,6 +273,7 @@ class FaceAnalyzer:
         return models.mesh(crops, rois.to(self.device))
 
     @torch.no_grad()
+    @_stable_on_cpu
     def landmarks_with_presence(self, image: np.ndarray, detection: Detection,
                                 refine: bool = True) -> tuple[np.ndarray, float]:
         """Like `landmarks`, also returning FaceMesh's face-presence probability (0..1)."""
@@ -278,6 +296,7 @@ class FaceAnalyzer:
         return self.landmarks_with_presence(image, detection, refine)[0]
 
     @torch.no_grad()
+    @_stable_on_cpu
     def landmarks_batch(self, frames: torch.Tensor, rois, refine: bool = False, chunk: int = 16,
                         return_presence: bool = False):
         """Landmarks of many frames at once: frames [B, H, W, 3] -> [B, 468, 3] float32 (pixels).

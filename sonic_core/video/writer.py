@@ -11,9 +11,11 @@
 * fps may be fractional (29.97 -> 30000/1001 exactly); frame i has pts i in a 1/fps time base.
 * The audio is cut or padded with silence to exactly num_frames / fps at close time, and
   encoded incrementally as the video advances so the muxer never buffers the whole video.
-* Output goes to ``.<name>.partial.mp4`` in the target folder and is renamed onto `path`
-  only after a successful close; an exception inside the ``with`` block, ``abort()`` or an
-  encoder error deletes it, so a half-written MP4 is never left behind.
+* Output goes to a new, uniquely named hidden file in the target folder (``output.PartialFile``:
+  created exclusively, written through its own descriptor) and is renamed onto `path` only
+  after a successful close; an exception inside the ``with`` block, ``abort()`` or an encoder
+  error deletes it, so a half-written MP4 is never left behind, and two writers of one name
+  never share a file.
 * ``movflags=+faststart`` puts the index first so browsers can start playing at once.
 * ``encode_ahead=True`` runs encoding (and, for CPU frames, colour conversion) on a
   background thread with a bounded queue, so the renderer can compute the next chunk
@@ -51,6 +53,7 @@ from ..types import AudioClip
 from ..workers import x264_segment
 from ..workers.pool import WorkerError, warm_pool
 from ..workers.x264_segment import tag_bt709, video_frame
+from .output import PartialFile
 from av.video.reformatter import VideoReformatter
 
 from .colour import _as_tensor, rgb_to_yuv420p
@@ -160,14 +163,16 @@ class Mp4Writer:
             if self._procs is not None:
                 self._procs.warm(self.workers)
 
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self.tmp_path = os.path.join(folder, "." + os.path.basename(self.path) + ".partial.mp4")
-
         try:
-            self._container = av.open(self.tmp_path, mode="w", format="mp4",
+            self._partial = PartialFile(self.path)
+            self.tmp_path = self._partial.tmp_path
+        except OSError as e:
+            raise SonicInputError(f"Cannot write the video '{self.path}': {e}. Check the folder exists and is writable.") from None
+        try:
+            self._container = av.open(self._partial.open_name, mode="w", format="mp4",
                                       options={"movflags": "+faststart"})
         except (OSError, av.error.FFmpegError) as e:
+            self._partial.discard()
             raise SonicInputError(f"Cannot write the video '{self.path}': {e}. Check the folder exists and is writable.") from None
         try:
             self._setup_video(codec, crf, preset, threads)
@@ -267,7 +272,7 @@ class Mp4Writer:
             self._discard()
             raise
         self._closed = True
-        os.replace(self.tmp_path, self.path)
+        self._partial.commit()
 
     def abort(self) -> None:
         """Stop and delete the partial output (nothing is left at `path` or the temp path)."""
@@ -514,10 +519,8 @@ class Mp4Writer:
             self._container.close()
         except Exception:
             pass
-        try:
-            os.remove(self.tmp_path)
-        except FileNotFoundError:
-            pass
+        if getattr(self, "_partial", None) is not None:
+            self._partial.discard()
 
 
 def auto_segment_frames(width: int, height: int, workers: int, total_frames: int | None = None,

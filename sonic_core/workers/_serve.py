@@ -49,6 +49,22 @@ def _trim_heap():
         pass
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel end this child when its parent dies, also by SIGKILL (a busy child
+    would otherwise finish its request, seconds later, before it sees its stdin close)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        if ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError, TypeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(0)
+
+
 def serve(handle, idle_s: float, prepare=None) -> int:
     """Answer requests with `handle(stream, nbytes, prepared) -> bytes`, which must read exactly
     `nbytes` of payload from `stream`, until stdin closes or nothing comes for `idle_s`.
@@ -57,6 +73,7 @@ def serve(handle, idle_s: float, prepare=None) -> int:
     request must get fresh), so a warm request pays only for its own work. The idle exit is
     a watchdog thread, which works with every OS's pipes.
     """
+    _die_with_parent()
     src, dst = sys.stdin.buffer, sys.stdout.buffer
     state = {"busy": False, "since": time.monotonic()}
 
