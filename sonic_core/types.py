@@ -66,6 +66,27 @@ class AudioClip:
         return self.samples[0] if self.samples.shape[0] == 1 else self.samples.mean(axis=0)
 
 
+@dataclass(frozen=True)
+class Channel:
+    """One motion channel of a MotionTrack, declared once for everything that loops over them."""
+
+    name: str  # the MotionTrack field
+    group: str  # "mouth" (moved by lip alignment, closures kept by smoothing), "head", "brows" or "lids"
+    smooth_s: float  # sigma of the zero-phase smoothing in seconds (0 = never smoothed)
+
+
+CHANNELS = (
+    Channel("jaw_open", "mouth", 0.012),
+    Channel("lip_width", "mouth", 0.012),
+    Channel("pucker", "mouth", 0.012),
+    Channel("lip_tuck", "mouth", 0.012),
+    Channel("head_rotation", "head", 0.06),
+    Channel("head_translation", "head", 0.06),
+    Channel("brow_raise", "brows", 0.04),
+    Channel("blink", "lids", 0.0),  # blinks are full closures by design
+)
+
+
 @dataclass
 class MotionTrack:
     """Per-frame animation controls, in units the renderer understands.

@@ -125,3 +125,24 @@ def test_auto_align_cancels_a_measured_mouth_delay_on_real_speech():
                                               smooth_motion=False).jaw_open, late.jaw_open)
     with pytest.raises(SonicInputError, match="auto_align"):
         postprocess(late, lip_align=True, auto_align=True)
+
+
+def test_alignment_moves_every_mouth_channel_together():
+    """alignment_offset used to shift jaw and lip width only: rounding (pucker) and the f/v tuck
+    stayed on the old timing, so an 'oo' or an 'f' came a frame apart from its opening."""
+    from sonic_core.motion.post import postprocess
+    from sonic_core.types import CHANNELS, MotionTrack
+
+    n = 40
+    bump = np.zeros(n, np.float32)
+    bump[15:18] = 1.0
+    z = np.zeros(n, np.float32)
+    track = MotionTrack(25.0, bump * 0.3, bump * 0.1, np.zeros((n, 3), np.float32), np.zeros((n, 2), np.float32), z,
+                        z, pucker=bump.copy(), lip_tuck=bump * 0.5)
+    out = postprocess(track, lip_align=True, alignment_offset=0.08, smooth_motion=False)  # 2 frames later
+    mouth = [c.name for c in CHANNELS if c.group == "mouth"]
+    assert set(mouth) == {"jaw_open", "lip_width", "pucker", "lip_tuck"}
+    for name in mouth:
+        before, after = getattr(track, name), getattr(out, name)
+        assert int(np.argmax(after)) == int(np.argmax(before)) + 2, name
+    assert np.array_equal(out.blink, track.blink) and np.array_equal(out.head_rotation, track.head_rotation)

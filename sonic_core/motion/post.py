@@ -6,17 +6,17 @@
 Options (the ComfyUI "Sonic Postprocess" node exposes exactly these):
 
 - ``lip_align`` + ``alignment_offset`` (seconds): shift the mouth channels (``jaw_open``,
-  ``lip_width``) in time relative to the sound. Positive = the mouth moves *later*, negative =
+  ``lip_width``, ``pucker``, ``lip_tuck``: `types.CHANNELS`) in time relative to the sound. Positive = the mouth moves *later*, negative =
   earlier. Fractional frames are linearly interpolated, so 0.03 s at 25 fps (0.75 frame) is a
   real 30 ms shift, not a rounding to 0 or 1 frame; the first/last value is held at the edges.
   Head, blink and brow channels are not shifted. ``lip_align=False`` ignores the offset.
 - ``auto_align`` (with ``lip_align``): estimate the mouth's own lead/lag against the speech
   loudness (cross-correlation peak, sub-frame, searched within +-0.2 s) and cancel it before
   ``alignment_offset`` is applied, so the offset is then relative to measured sync.
-- ``smooth_motion``: a centred (zero-phase, so it never delays the motion) Gaussian over head
-  rotation and translation (sigma 60 ms) and brows (40 ms), and a very light one over the
-  mouth (sigma 12 ms) that keeps closures: frames where the mouth is closed in the input stay
-  closed, so p/b/m stay sealed. Blinks are left alone (they are full closures by design).
+- ``smooth_motion``: a centred (zero-phase, so it never delays the motion) Gaussian over each
+  channel with its own sigma (`types.CHANNELS`: head rotation and translation 60 ms, brows
+  40 ms, the mouth channels 12 ms keeping closures: frames where the mouth is closed in the
+  input stay as they are, so p/b/m stay sealed). Blinks are left alone (full closures by design).
 
 The input track is never modified; a new MotionTrack is returned.
 """
@@ -26,11 +26,8 @@ import dataclasses
 
 import numpy as np
 
-from ..types import MotionTrack
+from ..types import CHANNELS, MotionTrack
 
-HEAD_SIGMA_S = 0.06
-BROW_SIGMA_S = 0.04
-MOUTH_SIGMA_S = 0.012
 CLOSED_JAW = 1e-3  # a jaw opening at or below this counts as a closed mouth
 MAX_OFFSET_S = 1.0
 AUTO_MAX_S = 0.2  # auto_align searches lags up to this far (a larger one is not a sync error of ours)
@@ -121,30 +118,22 @@ def postprocess(track: MotionTrack, lip_align: bool = True, alignment_offset: fl
         raise SonicInputError(f"Setting 'alignment_offset' must be between -{MAX_OFFSET_S:g} and {MAX_OFFSET_S:g} "
                               f"seconds (got {alignment_offset}); 0.03 is a typical correction.")
     fps = float(track.fps)
-    jaw, lip = track.jaw_open.copy(), track.lip_width.copy()
-    rot, trans = track.head_rotation.copy(), track.head_translation.copy()
-    brow = track.brow_raise.copy()
-
     if lip_align and auto_align:
         if loudness is None:
             raise SonicInputError("auto_align needs the speech loudness to measure the mouth's timing against.")
         offset -= estimate_offset(track, loudness)
+    values = {c.name: np.asarray(getattr(track, c.name)).copy() for c in CHANNELS}
     if lip_align and offset != 0.0:
-        jaw = shift_channel(jaw, offset * fps)
-        lip = shift_channel(lip, offset * fps)
-
+        for c in CHANNELS:
+            if c.group == "mouth":
+                values[c.name] = shift_channel(values[c.name], offset * fps)
     if smooth_motion:
-        rot = gaussian_smooth(rot, HEAD_SIGMA_S * fps)
-        trans = gaussian_smooth(trans, HEAD_SIGMA_S * fps)
-        brow = gaussian_smooth(brow, BROW_SIGMA_S * fps)
-        closed = jaw <= CLOSED_JAW
-        jaw_s = gaussian_smooth(jaw, MOUTH_SIGMA_S * fps)
-        lip_s = gaussian_smooth(lip, MOUTH_SIGMA_S * fps)
-        jaw_s[closed] = jaw[closed]
-        lip_s[closed] = lip[closed]
-        jaw, lip = jaw_s, lip_s
-
-    # dataclasses.replace keeps any channel this module does not know about.
-    return dataclasses.replace(track, jaw_open=jaw.astype(np.float32), lip_width=lip.astype(np.float32),
-                               head_rotation=rot.astype(np.float32), head_translation=trans.astype(np.float32),
-                               blink=track.blink.copy(), brow_raise=brow.astype(np.float32))
+        closed = values["jaw_open"] <= CLOSED_JAW
+        for c in CHANNELS:
+            if c.smooth_s > 0:
+                smoothed = gaussian_smooth(values[c.name], c.smooth_s * fps)
+                if c.group == "mouth":
+                    smoothed[closed] = values[c.name][closed]
+                values[c.name] = smoothed
+    # dataclasses.replace keeps any field this module does not know about.
+    return dataclasses.replace(track, **{k: v.astype(np.float32) for k, v in values.items()})
