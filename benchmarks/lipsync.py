@@ -81,7 +81,7 @@ def make_clip(parts, voice, speed, lead=0.5, tail=0.6):
 
 def lid_gap(lm):
     """Mean of both eyes' lid gaps (159-145, 386-374) over the inter-ocular distance, per frame."""
-    from sonic_core.evaluate import EYE_OUTER
+    from tests.evaluate import EYE_OUTER
 
     lm = np.asarray(lm)[..., :2]
     iod = np.linalg.norm(lm[:, EYE_OUTER[0]] - lm[:, EYE_OUTER[1]], axis=-1)
@@ -97,7 +97,7 @@ def shut_eye_level(frame, lm, analyzer):
     """
     from PIL import Image, ImageDraw, ImageFilter
 
-    from sonic_core.evaluate import landmarks_of_frames
+    from tests.evaluate import landmarks_of_frames
     from sonic_core.render import topology as tp
 
     img = Image.fromarray(frame)
@@ -124,7 +124,7 @@ def measure(frames, analyzer, phones, loudness, fps, closure_phones=None, closed
     rendered with the lips held together (dynamic_scale 0: same head motion, same seed), whose
     FaceMesh gap is the per-frame closed level for p/b/m and silence (default: the clip's 3rd
     percentile)."""
-    from sonic_core.evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
+    from tests.evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
     from sonic_core.motion.post import best_lag, shifted_corr
 
     ref = analyzer.analyze(frames[0])[1]
@@ -190,7 +190,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     from sonic_core.audio.features import analyze_speech
-    from sonic_core.evaluate import read_video_frames
+    from tests.evaluate import read_video_frames
     from sonic_core.face import FaceAnalyzer
     from sonic_core.models import ensure_face_models
     from sonic_core.pipeline import generate

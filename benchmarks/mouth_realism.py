@@ -92,7 +92,7 @@ def real_stats(analyzer, oval, every: int) -> tuple[dict[str, list[dict]], float
 def our_stats(photo: str, painter: str, res: int, speech: str, analyzer, oval, models_dir, save: Path | None,
               real_iod: float | None):
     import sonic_core
-    from sonic_core.evaluate import read_video_frames
+    from tests.evaluate import read_video_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ours.mp4")

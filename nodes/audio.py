@@ -41,7 +41,7 @@ class SonicTH_AudioPreData:
     @rt.user_errors
     def analyze(self, audio, duration=0.0, fps=25.0, speech_features="builtin", speech_model="none",
                 audio_encoder_output=None):
-        from sonic_core.comfy_io import prepare_speech
+        from .comfy_io import prepare_speech
 
         sp = prepare_speech(audio, fps=fps, duration=duration or None, speech_features=speech_features,
                             speech_model=rt.speech_model_path(speech_model), encoder_output=audio_encoder_output,

@@ -45,7 +45,7 @@ class SonicTH_Config:
     @rt.user_errors
     def build(self, min_resolution, expand_ratio, inference_steps, dynamic_scale, motion_scale, seed,
               output="crop", blinks=True, motion_model="phonetic", mouth_painter=MOUTH_PAINTERS[0]):
-        from sonic_core.comfy_io import make_config
+        from .comfy_io import make_config
 
         return (make_config(min_resolution=min_resolution, expand_ratio=expand_ratio,
                             inference_steps=inference_steps, dynamic_scale=dynamic_scale,
@@ -78,7 +78,7 @@ class SonicTH_FaceLoader:
     def load(self, image, config, face_index=0):
         import dataclasses
 
-        from sonic_core.comfy_io import face_preview, prepare_face, rgb_to_image
+        from .comfy_io import face_preview, prepare_face, rgb_to_image
 
         if image is not None and getattr(image, "ndim", 0) == 4 and image.shape[0] > 1:
             rt.log.info("Sonic Face Loader: the IMAGE batch has %d images; using the first", image.shape[0])

@@ -22,7 +22,7 @@ class SonicTH_Sampler:
 
     @rt.user_errors
     def sample(self, face, speech, config):
-        from sonic_core.comfy_io import sample_motion
+        from .comfy_io import sample_motion
 
         return (sample_motion(face, speech, config),)
 
@@ -58,6 +58,6 @@ class SonicTH_Postprocess:
 
     @rt.user_errors
     def process(self, motion, lip_align=True, alignment_offset=0.0, smooth_motion=True, auto_align=False):
-        from sonic_core.comfy_io import postprocess_motion
+        from .comfy_io import postprocess_motion
 
         return (postprocess_motion(motion, lip_align, alignment_offset, smooth_motion, auto_align),)

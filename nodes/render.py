@@ -31,7 +31,7 @@ class SonicTH_Render:
 
     @rt.user_errors
     def render(self, face, motion):
-        from sonic_core.comfy_io import image_batch_bytes, render_image_batch
+        from .comfy_io import image_batch_bytes, render_image_batch
 
         need = image_batch_bytes(face, motion)
         if need > WARN_IMAGE_BYTES:
@@ -71,7 +71,7 @@ class SonicTH_SaveMP4:
     def save(self, face, motion, filename_prefix="sonic/Sonic", crf=18, preset="auto", encoder="auto"):
         import folder_paths
 
-        from sonic_core.comfy_io import render_to_mp4
+        from .comfy_io import render_to_mp4
 
         out_dir = folder_paths.get_output_directory()
         size = motion.config.min_resolution

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from sonic_core.video import probe_mp4
+from .evaluate import probe_mp4
 
 from .conftest import DATA, EXAMPLES, REPO
 

@@ -15,8 +15,7 @@ import pytest
 import sonic_core
 from sonic_core import SonicInputError
 from sonic_core.audio import load_audio
-from sonic_core.evaluate import read_video_frames
-from sonic_core.video import probe_mp4
+from .evaluate import probe_mp4, read_video_frames
 from sonic_core.video.output import check_output, sweep_stale_partials
 
 from .conftest import EXAMPLES, REPO

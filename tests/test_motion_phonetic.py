@@ -32,7 +32,7 @@ def english(tmp_path_factory):
 
 
 def _render(path, tmp, models_dir, analyzer, res=160, **kw):
-    from sonic_core.evaluate import read_video_frames
+    from .evaluate import read_video_frames
     from sonic_core.pipeline import generate
 
     out = tmp / f"v{abs(hash(tuple(sorted(kw.items()))))}.mp4"
@@ -71,7 +71,7 @@ def test_mouth_still_in_silence(english_measured):
 
 
 def _head_and_mouth(frames, analyzer):
-    from sonic_core.evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
+    from .evaluate import EYE_OUTER, landmarks_of_frames, lip_gap
 
     ref = analyzer.analyze(frames[0])[1]
     lm = landmarks_of_frames(frames, analyzer, ref)

@@ -299,7 +299,7 @@ def test_postprocess_shifts_mouth(chain):
 
 
 def test_save_mp4_streams_to_output_folder(comfy, chain):
-    from sonic_core.video import probe_mp4
+    from .evaluate import probe_mp4
 
     cls = comfy.nodes["SonicTH_SaveMP4"]
     res = call(comfy, "SonicTH_SaveMP4", face=chain.face, motion=chain.post, filename_prefix="sonic/test",
@@ -456,7 +456,7 @@ def test_save_memory_does_not_grow_with_clip_length(comfy, chain):
                    crf=28, preset="ultrafast")
     finally:
         comfy.utils.ProgressBar = bar
-    from sonic_core.video import probe_mp4
+    from .evaluate import probe_mp4
 
     assert probe_mp4(res["result"][0])["video_duration"] == pytest.approx(frames / FPS, abs=1e-3)
     assert len(samples) >= 8 and samples[-1][0] == frames

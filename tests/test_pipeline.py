@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from sonic_core import GenerateConfig, SonicInputError
-from sonic_core.evaluate import lip_gap, landmarks_of_frames, psnr, read_video_frames
+from .evaluate import landmarks_of_frames, lip_gap, probe_mp4, psnr, read_video_frames
 from sonic_core.face import FaceNotFoundError
-from sonic_core.video import probe_mp4
 
 from .conftest import DATA, EXAMPLES
 from .speech import silence, synthesize, write_audio

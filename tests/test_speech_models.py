@@ -23,7 +23,6 @@ from sonic_core.speech_models import (
     SpeechModelOutput,
     encode,
     features_at_fps,
-    from_comfy_encoder_output,
     ipa_to_visemes,
     load_speech_model,
     normalize_ipa,
@@ -374,6 +373,8 @@ def test_windows_stay_close_to_one_pass_on_real_speech(models, speech16k, name):
 
 # ------------------------------------------------------------------------------ ComfyUI encoder output
 def test_from_comfy_encoder_output(models, speech16k):
+    from nodes.comfy_io import from_comfy_encoder_output
+
     sm = load_speech_model(models["comfy_large"][1])
     out = sm.encode(speech16k, output_hidden_states=True)
     comfy = {"encoded_audio": torch.from_numpy(out.hidden)[None],

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from sonic_core.config import GenerateConfig
-from sonic_core.evaluate import psnr, read_video_frames
-from sonic_core.video import Mp4Writer, probe_mp4
+from .evaluate import probe_mp4, psnr, read_video_frames
+from sonic_core.video import Mp4Writer
+
 
 from .conftest import EXAMPLES, REPO
 from .speech import synthesize

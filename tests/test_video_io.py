@@ -17,7 +17,9 @@ from speech import tone  # noqa: E402
 
 from sonic_core.errors import SonicInputError  # noqa: E402
 from sonic_core.types import AudioClip  # noqa: E402
-from sonic_core.video import Mp4Writer, as_fraction, probe_mp4, rgb_to_yuv420p, yuv420p_to_rgb  # noqa: E402
+from sonic_core.video import Mp4Writer, as_fraction, rgb_to_yuv420p, yuv420p_to_rgb  # noqa: E402
+
+from .evaluate import probe_mp4  # noqa: E402
 
 
 def gradient_frames(n: int, h: int, w: int, start: int = 0) -> torch.Tensor:

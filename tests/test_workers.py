@@ -14,6 +14,7 @@ from sonic_core.audio import phonemes
 from sonic_core.workers.pool import WarmPool
 
 from .espeak_timing import speak_with_phonemes
+from .evaluate import probe_mp4
 
 needs_pocketsphinx = pytest.mark.skipif(not phonemes.available(), reason="pocketsphinx is not installed")
 
@@ -135,7 +136,7 @@ def test_x264_segments_in_worker_processes_write_the_same_file_as_threads(tmp_pa
         monkeypatch.setattr(writer_mod, "_X264_SCRIPT", str(tmp_path / "missing.py"))
     procs = write("processes.mp4", True)
     assert procs == threads
-    info = writer_mod.probe_mp4(tmp_path / "processes.mp4")
+    info = probe_mp4(tmp_path / "processes.mp4")
     assert info["video_frames"] == 60
     if not broken:
         pool = pool_mod.warm_pool(writer_mod._X264_SCRIPT, keep=3)
@@ -196,6 +197,6 @@ def test_encoders_warmed_when_the_frame_size_is_known_are_the_ones_the_writer_us
     with writer_mod.Mp4Writer(tmp_path / "w.mp4", 256, 256, 25, workers=2, segment_frames=16, encode_ahead=True) as w:
         w.write(frames)
     assert {c.proc.pid for c in pool._idle} == warmed
-    assert writer_mod.probe_mp4(tmp_path / "w.mp4")["video_frames"] == 32
+    assert probe_mp4(tmp_path / "w.mp4")["video_frames"] == 32
     writer_mod.warm_encoders(256, 256, "libx264", workers=1)  # one instance: no helper needed
     assert {c.proc.pid for c in pool._idle} == warmed

@@ -36,7 +36,6 @@ def _load_silero(device: str = "cpu"):
     global _FAILED
     if device in _MODELS or _FAILED:
         return _MODELS.get(device)
-    import torch
 
     with _LOCK, stable_threads():  # its import sets the process's thread count (restored by the block)
         if device in _MODELS or _FAILED:

@@ -16,7 +16,6 @@ from .encoder import SpeechEncoder, SpeechEncoderConfig
 from .load import (
     SUPPORTED_ARCHITECTURES,
     SpeechModel,
-    from_comfy_encoder_output,
     infer_config_from_state_dict,
     load_speech_model,
 )
@@ -39,7 +38,7 @@ from .visemes import (
 __all__ = [
     "NO_CTC_MESSAGE", "SUPPORTED_ARCHITECTURES", "CTCToken", "SpeechEncoder", "SpeechEncoderConfig", "SpeechModel",
     "SpeechModelOutput", "ctc_greedy", "ctc_units", "encode", "expected_frames", "features_at_fps", "frame_centres",
-    "from_comfy_encoder_output", "infer_config_from_state_dict", "ipa_to_visemes", "letter_to_visemes",
+    "infer_config_from_state_dict", "ipa_to_visemes", "letter_to_visemes",
     "load_speech_model", "normalize_ipa", "unavailable_reason", "viseme_posteriors", "visemes_from_ctc",
     "vocabulary_type",
 ]

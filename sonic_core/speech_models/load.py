@@ -33,12 +33,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import SonicInputError
 from .encoder import SpeechEncoder, SpeechEncoderConfig
-from .output import HOP, MODEL_RATE, SpeechModelOutput, expected_frames
+from .output import MODEL_RATE, SpeechModelOutput
 
 SUPPORTED_ARCHITECTURES = {
     "Wav2Vec2Model": "wav2vec2",
@@ -144,47 +143,6 @@ def load_speech_model(path, kind: str = "auto", device="cpu", dtype=None, *, con
     raise SonicInputError(
         f"{p.name}: not a speech model. Pass a Hugging Face model directory or a .safetensors file."
     )
-
-
-def from_comfy_encoder_output(output: dict, batch_index: int = 0) -> SpeechModelOutput:
-    """ComfyUI core's AudioEncoderEncode output -> SpeechModelOutput (hidden states only, no logits).
-
-    ComfyUI's dict holds ``encoded_audio`` [B, T, C], ``encoded_audio_all_layers`` (a tuple of
-    [B, T, C]) and ``audio_samples`` (samples fed to the encoder, at 16 kHz). The frame count is
-    checked against the wav2vec2 conv stack so a Whisper encoder's output (different timing) is
-    refused rather than mistimed.
-    """
-    if not isinstance(output, dict) or "encoded_audio" not in output:
-        raise SonicInputError(
-            "Expected ComfyUI's AUDIO_ENCODER_OUTPUT (a dict with 'encoded_audio'); connect the output of the "
-            "'Audio Encoder Encode' node."
-        )
-    enc = output["encoded_audio"]
-    enc = enc.detach().float().cpu().numpy() if hasattr(enc, "detach") else np.asarray(enc, np.float32)
-    if enc.ndim == 2:
-        enc = enc[None]
-    if enc.ndim != 3:
-        raise SonicInputError(f"encoded_audio has shape {enc.shape}; expected [batch, frames, channels].")
-    if not 0 <= batch_index < enc.shape[0]:
-        raise SonicInputError(f"batch_index {batch_index} out of range for a batch of {enc.shape[0]}.")
-    samples = output.get("audio_samples")
-    t = enc.shape[1]
-    if samples is None:
-        samples = (t - 1) * HOP + 400
-    samples = int(samples)
-    if t != expected_frames(samples):
-        raise SonicInputError(
-            f"The audio encoder output has {t} frames for {samples} samples, but a wav2vec2/HuBERT encoder gives "
-            f"{expected_frames(samples)} (20 ms frames). It is probably a Whisper encoder; use a wav2vec2 or "
-            "HuBERT model in the Audio Encoder Loader."
-        )
-    layers = output.get("encoded_audio_all_layers")
-    states = None
-    if layers:
-        states = np.stack([(x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x))[batch_index]
-                           for x in layers]).astype(np.float32)
-    return SpeechModelOutput(hidden=np.ascontiguousarray(enc[batch_index], np.float32), logits=None, vocab=None,
-                             frame_rate=MODEL_RATE / HOP, kind="comfy", hidden_states=states, num_samples=samples)
 
 
 # ------------------------------------------------------------------------------------------ routes

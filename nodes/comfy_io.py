@@ -1,12 +1,13 @@
 """ComfyUI data conventions <-> engine types, and the node-facing stage functions.
 
-Imports nothing from ComfyUI: the node pack (`nodes/`) calls these, tests call them directly.
+Glue of the node pack (the engine never imports it). Imports nothing from ComfyUI itself: the
+nodes call these, tests call them directly.
 
 ComfyUI conventions:
   IMAGE = torch float32 [B, H, W, 3] in 0..1 (CPU)
   AUDIO = {"waveform": torch float32 [B, C, T], "sample_rate": int}
 
-The objects passed between Sonic nodes are the small bundles below (FaceRig, SpeechInput,
+The objects passed between Sonic nodes are the small bundles below (PreparedFace, SpeechInput,
 MotionInput); each keeps the settings it was made with, so downstream nodes can check that
 the graph is consistent instead of silently mixing settings.
 """
@@ -20,15 +21,16 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .config import GenerateConfig
-from .errors import SonicInputError
-from .types import AudioClip, MotionTrack, Portrait, SpeechFeatures
+from sonic_core.config import GenerateConfig
+from sonic_core.errors import SonicInputError
+from sonic_core.speech_models.output import HOP, MODEL_RATE, SpeechModelOutput, expected_frames
+from sonic_core.types import AudioClip, MotionTrack, Portrait, SpeechFeatures
 
 ChunkHook = Callable[[int, int], None]  # (frames done, total frames), called after every chunk
 
 
 @dataclass
-class FaceRig:
+class PreparedFace:
     """The face loader's output: the detected face, its animated crop and the settings used."""
 
     portrait: Portrait
@@ -92,7 +94,7 @@ def rgb_to_image(rgb: np.ndarray) -> torch.Tensor:
 
 def audio_to_clip(audio) -> AudioClip:
     """ComfyUI AUDIO dict -> AudioClip (first item of the batch), with user-facing errors."""
-    from .audio.decode import audio_from_array
+    from sonic_core.audio.decode import audio_from_array
 
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise SonicInputError("Expected an AUDIO input ({'waveform': [1, channels, samples], 'sample_rate': rate}); "
@@ -141,16 +143,16 @@ def make_config(**settings) -> GenerateConfig:
     return GenerateConfig(**settings).validate()
 
 
-def prepare_face(image, config: GenerateConfig, analyzer) -> FaceRig:
-    """IMAGE -> FaceRig (detect, expand_ratio, crop at min_resolution)."""
-    from .pipeline import prepare_portrait
+def prepare_face(image, config: GenerateConfig, analyzer) -> PreparedFace:
+    """IMAGE -> PreparedFace (detect, expand_ratio, crop at min_resolution)."""
+    from sonic_core.pipeline import prepare_portrait
 
     config = dataclasses.replace(config).validate()
     portrait, crop, lm = prepare_portrait(image_to_rgb(image), config, analyzer)
-    return FaceRig(portrait=portrait, crop=crop, landmarks=lm, config=config)
+    return PreparedFace(portrait=portrait, crop=crop, landmarks=lm, config=config)
 
 
-def face_preview(rig: FaceRig, max_side: int = 1024) -> np.ndarray:
+def face_preview(rig: PreparedFace, max_side: int = 1024) -> np.ndarray:
     """The photo with the crop box (green) and the 468 landmarks (red dots) drawn; [H, W, 3] uint8."""
     from PIL import Image, ImageDraw
 
@@ -178,7 +180,7 @@ def prepare_speech(audio, fps: float, duration: float | None = None, speech_feat
     GenerateConfig); encoder_output: ComfyUI's AUDIO_ENCODER_OUTPUT for this audio (hidden
     states only: attached as per-frame features, the built-in recogniser keeps the mouth).
     """
-    from .pipeline import prepare_audio
+    from sonic_core.pipeline import prepare_audio
 
     if isinstance(audio, (AudioClip, str, os.PathLike, bytes)):
         clip = audio
@@ -188,8 +190,6 @@ def prepare_speech(audio, fps: float, duration: float | None = None, speech_feat
                       speech_features=speech_features, speech_model=speech_model)
     model_output = None
     if encoder_output is not None:
-        from .speech_models import from_comfy_encoder_output
-
         model_output = from_comfy_encoder_output(encoder_output)
         if speech_features != "builtin":
             raise SonicInputError("Give either a speech_model or an audio_encoder_output to Sonic Audio PreData, "
@@ -198,8 +198,8 @@ def prepare_speech(audio, fps: float, duration: float | None = None, speech_feat
     return SpeechInput(clip=clip, speech=speech)
 
 
-def sample_motion(face: FaceRig, speech: SpeechInput, config: GenerateConfig) -> MotionInput:
-    from .pipeline import make_motion
+def sample_motion(face: PreparedFace, speech: SpeechInput, config: GenerateConfig) -> MotionInput:
+    from sonic_core.pipeline import make_motion
 
     cfg = dataclasses.replace(config, fps=float(speech.speech.fps), duration=speech.clip.duration).validate()
     _check_same_face_settings(face.config, cfg)
@@ -208,11 +208,11 @@ def sample_motion(face: FaceRig, speech: SpeechInput, config: GenerateConfig) ->
 
 def postprocess_motion(motion: MotionInput, lip_align: bool, alignment_offset: float, smooth_motion: bool,
                        auto_align: bool = False) -> MotionInput:
-    from .motion.post import postprocess
+    from sonic_core.motion.post import postprocess
 
     loudness = None
     if lip_align and auto_align:
-        from .audio.features import analyze_speech
+        from sonic_core.audio.features import analyze_speech
 
         track = motion.track
         loudness = analyze_speech(motion.clip.mono(), motion.clip.sample_rate, track.fps, track.num_frames).loudness
@@ -228,8 +228,8 @@ def _check_same_face_settings(face_cfg: GenerateConfig, cfg: GenerateConfig) -> 
                 f"{name}={getattr(cfg, name)}; connect the same Sonic Config node to the face loader and the sampler.")
 
 
-def make_animator(face: FaceRig, motion: MotionInput, device, model_dir):
-    from .pipeline import Animator
+def make_animator(face: PreparedFace, motion: MotionInput, device, model_dir):
+    from sonic_core.pipeline import Animator
 
     _check_same_face_settings(face.config, motion.config)
     return Animator(face.portrait, face.crop, face.landmarks, motion.config, device, model_dir)
@@ -244,7 +244,7 @@ def iter_frames(animator, track: MotionTrack, on_chunk: ChunkHook | None = None)
             on_chunk(stop, total)
 
 
-def render_image_batch(face: FaceRig, motion: MotionInput, device, model_dir,
+def render_image_batch(face: PreparedFace, motion: MotionInput, device, model_dir,
                        on_chunk: ChunkHook | None = None) -> tuple[torch.Tensor, dict, float]:
     """Render the whole clip as an IMAGE batch (float32 [N,H,W,3] 0..1, CPU), AUDIO fitted to N frames, fps."""
     animator = make_animator(face, motion, device, model_dir)
@@ -256,15 +256,15 @@ def render_image_batch(face: FaceRig, motion: MotionInput, device, model_dir,
     return out, clip_to_audio(motion.clip, n, fps), fps
 
 
-def image_batch_bytes(face: FaceRig, motion: MotionInput) -> int:
+def image_batch_bytes(face: PreparedFace, motion: MotionInput) -> int:
     """Bytes the IMAGE batch of this clip takes (to warn before a huge render)."""
-    from .pipeline import output_size
+    from sonic_core.pipeline import output_size
 
     w, h = output_size(face.portrait.image.shape, motion.config)
     return motion.track.num_frames * w * h * 3 * 4
 
 
-def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, device, model_dir,
+def render_to_mp4(face: PreparedFace, motion: MotionInput, path: str | os.PathLike, device, model_dir,
                   crf: int | None = None, preset: str | None = None, on_chunk: ChunkHook | None = None,
                   encoder: str | None = None) -> dict:
     """Stream the clip chunk by chunk into an MP4 with its audio (atomic: temp file + rename).
@@ -272,7 +272,7 @@ def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, d
     Only one chunk of frames exists at a time, so memory does not grow with clip length.
     Returns {"path", "frames", "seconds", "width", "height", "fps"}.
     """
-    from .pipeline import write_mp4
+    from sonic_core.pipeline import write_mp4
 
     cfg = motion.config
     crf = cfg.crf if crf is None else int(crf)
@@ -285,6 +285,47 @@ def render_to_mp4(face: FaceRig, motion: MotionInput, path: str | os.PathLike, d
             "height": animator.height, "fps": float(cfg.fps)}
 
 
-__all__ = ["FaceRig", "SpeechInput", "MotionInput", "image_to_rgb", "rgb_to_image", "audio_to_clip", "clip_to_audio",
+__all__ = ["PreparedFace", "SpeechInput", "MotionInput", "image_to_rgb", "rgb_to_image", "audio_to_clip", "clip_to_audio",
            "make_config", "prepare_face", "face_preview", "prepare_speech", "sample_motion", "postprocess_motion",
            "render_image_batch", "render_to_mp4", "image_batch_bytes"]
+
+
+def from_comfy_encoder_output(output: dict, batch_index: int = 0) -> SpeechModelOutput:
+    """ComfyUI core's AudioEncoderEncode output -> SpeechModelOutput (hidden states only, no logits).
+
+    ComfyUI's dict holds ``encoded_audio`` [B, T, C], ``encoded_audio_all_layers`` (a tuple of
+    [B, T, C]) and ``audio_samples`` (samples fed to the encoder, at 16 kHz). The frame count is
+    checked against the wav2vec2 conv stack so a Whisper encoder's output (different timing) is
+    refused rather than mistimed.
+    """
+    if not isinstance(output, dict) or "encoded_audio" not in output:
+        raise SonicInputError(
+            "Expected ComfyUI's AUDIO_ENCODER_OUTPUT (a dict with 'encoded_audio'); connect the output of the "
+            "'Audio Encoder Encode' node."
+        )
+    enc = output["encoded_audio"]
+    enc = enc.detach().float().cpu().numpy() if hasattr(enc, "detach") else np.asarray(enc, np.float32)
+    if enc.ndim == 2:
+        enc = enc[None]
+    if enc.ndim != 3:
+        raise SonicInputError(f"encoded_audio has shape {enc.shape}; expected [batch, frames, channels].")
+    if not 0 <= batch_index < enc.shape[0]:
+        raise SonicInputError(f"batch_index {batch_index} out of range for a batch of {enc.shape[0]}.")
+    samples = output.get("audio_samples")
+    t = enc.shape[1]
+    if samples is None:
+        samples = (t - 1) * HOP + 400
+    samples = int(samples)
+    if t != expected_frames(samples):
+        raise SonicInputError(
+            f"The audio encoder output has {t} frames for {samples} samples, but a wav2vec2/HuBERT encoder gives "
+            f"{expected_frames(samples)} (20 ms frames). It is probably a Whisper encoder; use a wav2vec2 or "
+            "HuBERT model in the Audio Encoder Loader."
+        )
+    layers = output.get("encoded_audio_all_layers")
+    states = None
+    if layers:
+        states = np.stack([(x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x))[batch_index]
+                           for x in layers]).astype(np.float32)
+    return SpeechModelOutput(hidden=np.ascontiguousarray(enc[batch_index], np.float32), logits=None, vocab=None,
+                             frame_rate=MODEL_RATE / HOP, kind="comfy", hidden_states=states, num_samples=samples)
