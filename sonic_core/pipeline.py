@@ -140,8 +140,8 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
     With speech_features 'wav2vec2'/'hubert' the user's checkpoint (on `device`) gives the
     visemes; `speech_model_output` (a SpeechModelOutput, e.g. from ComfyUI's audio encoder)
     is used instead of running one. Otherwise, for the phonetic model, phone recognition
-    starts here in child processes (speech.extra["phone_job"]) and `make_motion` collects it;
-    on a GPU `device` the motion model's speech detector runs there (speech.extra["vad_device"]).
+    starts here in child processes (`speech.phone_job`) and `make_motion` collects it;
+    on a GPU `device` the motion model's speech detector runs there (`speech.vad_device`).
     """
     clip = fit_duration(load_audio(audio), config.duration)
     if clip.duration > MAX_DURATION_S:
@@ -156,7 +156,7 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
     if speech_model_output is None and config.speech_features != "builtin":
         from .speech_models.apply import run
 
-        speech_model_output = run(config.speech_model, config.speech_features, speech.extra["audio_16k"],
+        speech_model_output = run(config.speech_model, config.speech_features, speech.audio_16k,
                                   resolve_device(device))
     if speech_model_output is not None:
         from .speech_models.apply import attach
@@ -165,10 +165,10 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
             return clip, speech  # the model's visemes replace the built-in recogniser
     from .audio.phonemes import PhoneJob
 
-    speech.extra["phone_job"] = PhoneJob(speech.extra["audio_16k"])
+    speech.phone_job = PhoneJob(speech.audio_16k)
     dev = resolve_device(device)
     if dev.type == "cuda":  # the speech detector runs there too: on the CPU it competed for cores
-        speech.extra["vad_device"] = str(dev)
+        speech.vad_device = str(dev)
     return clip, speech
 
 
@@ -224,17 +224,17 @@ def auto_batch(size: int, device: torch.device) -> int:
 
 def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
     """The motion model with the user's settings (one place, so CLI, library and nodes agree)."""
-    if getattr(cfg, "motion_model", "phonetic") == "loudness" or "audio_16k" not in speech.extra:
-        if "viseme_segments" in speech.extra:
+    if getattr(cfg, "motion_model", "phonetic") == "loudness" or speech.audio_16k is None:
+        if speech.viseme_segments is not None:
             raise SonicInputError("The speech model's visemes drive the phonetic motion model; set motion_model to "
                                   "'phonetic', or analyse the audio without a speech model.")
         return loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
     from .motion import phonetic_motion
 
-    return phonetic_motion(speech.extra["audio_16k"], 16000, speech, dynamic_scale=cfg.dynamic_scale,
+    return phonetic_motion(speech.audio_16k, 16000, speech, dynamic_scale=cfg.dynamic_scale,
                            motion_scale=cfg.motion_scale, seed=cfg.seed, blinks=cfg.blinks,
-                           phone_job=speech.extra.get("phone_job"), segments=speech.extra.get("viseme_segments"),
-                           vad_device=speech.extra.get("vad_device"))
+                           phone_job=speech.phone_job, segments=speech.viseme_segments,
+                           vad_device=speech.vad_device)
 
 
 class Animator:

@@ -7,9 +7,13 @@ Arrays are numpy on the host unless a field says torch; pixel coordinates are
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .audio.phonemes import PhoneJob
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,38 @@ class Portrait:
 
 @dataclass
 class SpeechFeatures:
-    """Per-video-frame speech analysis: everything motion needs from the audio."""
+    """Per-video-frame speech analysis: everything motion needs from the audio.
+
+    `audio.features.analyze_speech` fills the per-frame fields, the level statistics and
+    `audio_16k`; for the phonetic motion model `pipeline.prepare_audio` then adds either a
+    speech model's output (`speech_models.apply.attach`) or a started phone recogniser
+    (`phone_job`, `vad_device`), and `pipeline.make_motion` hands them to the motion model.
+    An optional field is None when the stage that sets it did not run.
+    """
 
     fps: float
     num_frames: int
     loudness: np.ndarray  # [num_frames] float32, 0..1 normalised speech loudness
     voiced: np.ndarray  # [num_frames] float32, 0..1 voicing probability
     speech: np.ndarray  # [num_frames] bool, speech (True) vs. silence
-    extra: dict = field(default_factory=dict)  # optional per-frame features (visemes, pitch, ...)
+    # Levels behind `loudness` and `speech` (analyze_speech; diagnostics, no stage reads them).
+    db: np.ndarray | None = None  # [num_frames] float32, dBFS of the RMS in the window at each frame centre
+    threshold_db: float | None = None  # dBFS speech/silence threshold; None for silent audio
+    peak_db: float | None = None  # dBFS, 95th percentile of the frames above -70 dB; None for silent audio
+    # Inputs of the phonetic motion model (make_motion passes them to motion.phonetic_motion).
+    audio_16k: np.ndarray | None = None  # [samples] float32 mono at 16 kHz; None: only the loudness model can run
+    # An audio.phonemes.PhoneJob (phone recognition in child processes) started on audio_16k by
+    # prepare_audio; make_motion collects its result. None: no recogniser running (a speech
+    # model's visemes drive the mouth, or the phonetic model starts its own).
+    phone_job: PhoneJob | None = None
+    vad_device: str | None = None  # where the speech detector runs (prepare_audio sets a GPU); None: the CPU
+    # [(start_s, end_s, viseme)] from a speech model's CTC head (attach); they replace the phone recogniser.
+    viseme_segments: list[tuple[float, float, str]] | None = None
+    # A speech model's output (attach), kept whether or not its visemes are usable; the features are
+    # for a learned motion model (the built-in one does not read them).
+    speech_model_features: np.ndarray | None = None  # [num_frames, C] float32 hidden states at the video rate
+    speech_model_kind: str | None = None  # "wav2vec2", "hubert" or "comfy" (ComfyUI's audio encoder)
+    speech_model_note: str | None = None  # why its visemes cannot drive the mouth (no CTC head, ...); None if they do
 
 
 @dataclass

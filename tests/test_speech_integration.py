@@ -51,8 +51,8 @@ def test_ctc_visemes_replace_the_builtin_recogniser(spoken):
     s, rate, phones, s16 = spoken
     cfg = GenerateConfig(fps=FPS).validate()
     clip, speech = prepare_audio((s, rate), cfg, "cpu", speech_model_output=_oracle_ctc(s16, phones))
-    assert "viseme_segments" in speech.extra and "phone_job" not in speech.extra
-    assert speech.extra["speech_model_features"].shape == (speech.num_frames, 8)
+    assert speech.viseme_segments is not None and speech.phone_job is None
+    assert speech.speech_model_features.shape == (speech.num_frames, 8)
     track = make_motion(speech, cfg)
     n = track.num_frames
     target = openness_track(phones, n, FPS)
@@ -76,9 +76,9 @@ def test_without_ctc_head_the_builtin_recogniser_stays_and_features_are_kept(spo
     hidden_only.logits = None
     cfg = GenerateConfig(fps=FPS).validate()
     _, speech = prepare_audio((s, rate), cfg, "cpu", speech_model_output=hidden_only)
-    assert "phone_job" in speech.extra and "viseme_segments" not in speech.extra
-    assert "CTC" in speech.extra["speech_model_note"] and "CTC" in caplog.text
-    assert speech.extra["speech_model_features"].shape == (speech.num_frames, 8)
+    assert speech.phone_job is not None and speech.viseme_segments is None
+    assert "CTC" in speech.speech_model_note and "CTC" in caplog.text
+    assert speech.speech_model_features.shape == (speech.num_frames, 8)
     track = make_motion(speech, cfg)
     assert np.corrcoef(track.jaw_open, openness_track(phones, track.num_frames, FPS))[0, 1] > 0.5
 
@@ -148,5 +148,5 @@ def test_predata_node_takes_an_audio_encoder_output(spoken):
     enc = {"encoded_audio": torch.randn(1, T, 16), "encoded_audio_all_layers": None, "audio_samples": len(s16)}
     audio = {"waveform": torch.from_numpy(s)[None, None], "sample_rate": rate}
     sp = prepare_speech(audio, fps=30.0, encoder_output=enc)
-    assert sp.speech.extra["speech_model_features"].shape == (sp.frames, 16)
-    assert "phone_job" in sp.speech.extra  # no CTC head: the built-in recogniser shapes the mouth
+    assert sp.speech.speech_model_features.shape == (sp.frames, 16)
+    assert sp.speech.phone_job is not None  # no CTC head: the built-in recogniser shapes the mouth

@@ -137,7 +137,7 @@ def analyze_speech(mono: np.ndarray, sample_rate: int, fps: float, num_frames: i
         # Effectively silent audio: no speech anywhere, the mouth stays at rest.
         zeros = np.zeros(n, np.float32)
         return SpeechFeatures(fps=fps, num_frames=n, loudness=zeros, voiced=zeros, speech=zeros.astype(bool),
-                              extra={"db": db.astype(np.float32), "audio_16k": mono})
+                              db=db.astype(np.float32), audio_16k=mono)
     peak = float(np.percentile(loud, 95))
     floor = max(float(np.percentile(db, 10)), peak - 45.0)
     # Speech threshold sits between the noise floor and the speech peak: robust to
@@ -146,5 +146,4 @@ def analyze_speech(mono: np.ndarray, sample_rate: int, fps: float, num_frames: i
     loudness = np.clip((db - threshold) / max(peak - threshold, 6.0), 0.0, 1.0).astype(np.float32)
     speech = db > threshold
     return SpeechFeatures(fps=fps, num_frames=n, loudness=loudness, voiced=voiced, speech=speech,
-                          extra={"db": db.astype(np.float32), "threshold_db": threshold, "peak_db": peak,
-                                 "audio_16k": mono})
+                          db=db.astype(np.float32), threshold_db=threshold, peak_db=peak, audio_16k=mono)

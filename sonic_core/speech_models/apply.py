@@ -1,8 +1,9 @@
 """Hand a speech model's output to the motion stage (the engine's side of issue #4).
 
-The motion model (`motion/phonetic.py`) reads two things from `SpeechFeatures.extra`:
-``viseme_segments`` ([(start_s, end_s, viseme)], replacing pocketsphinx's phones when a CTC
-head with a phoneme or letter vocabulary produced them) and, for any checkpoint,
+`attach` fills these `SpeechFeatures` fields: ``viseme_segments`` ([(start_s, end_s, viseme)],
+which the motion model (`motion/phonetic.py`) uses instead of pocketsphinx's phones when a CTC
+head with a phoneme or letter vocabulary produced them, else left None with the reason in
+``speech_model_note``) and, for any checkpoint, ``speech_model_kind`` and
 ``speech_model_features`` ([num_frames, C] hidden states at the video rate), kept for a
 learned motion model; the built-in model does not read them.
 """
@@ -23,14 +24,14 @@ def attach(speech: SpeechFeatures, output: SpeechModelOutput) -> str | None:
     Returns None when the visemes will drive the mouth, else the reason they cannot (no CTC
     head, no or unusable vocabulary); the caller then keeps the built-in recogniser.
     """
-    speech.extra["speech_model_features"] = output.at_fps(speech.num_frames, speech.fps)
-    speech.extra["speech_model_kind"] = output.kind
+    speech.speech_model_features = output.at_fps(speech.num_frames, speech.fps)
+    speech.speech_model_kind = output.kind
     reason = unavailable_reason(output)
     if reason is None:
-        speech.extra["viseme_segments"] = visemes_from_ctc(output)
-        speech.extra.pop("speech_model_note", None)
+        speech.viseme_segments = visemes_from_ctc(output)
+        speech.speech_model_note = None
     else:
-        speech.extra["speech_model_note"] = reason
+        speech.speech_model_note = reason
         log.warning("%s The built-in phone recogniser drives the mouth instead.", reason)
     return reason
 
