@@ -200,6 +200,24 @@ def config_docs() -> dict[str, str]:
     return GenerateConfig.field_docs()
 
 
+def setting(name: str, **override) -> tuple:
+    """ComfyUI input for a GenerateConfig setting: type, default, accepted range and tooltip all
+    come from sonic_core/config.py (declared once); `override` changes what a node needs otherwise."""
+    from sonic_core.config import CHOICES, INT_SETTINGS, RANGES, GenerateConfig
+
+    default = getattr(GenerateConfig(), name)
+    spec = {"default": default, "tooltip": config_docs().get(name, "")}
+    if name in CHOICES:
+        kind = list(CHOICES[name])
+    elif isinstance(default, bool):
+        kind = "BOOLEAN"
+    else:
+        kind = "INT" if name in INT_SETTINGS else "FLOAT"
+        spec.update(RANGES[name].widget())
+    spec.update(override)
+    return (kind, spec)
+
+
 # ---------------------------------------------------------------- speech models (models/audio_encoders)
 SPEECH_MODEL_FOLDER = "audio_encoders"
 

@@ -1,7 +1,7 @@
 """Sonic Audio PreData node."""
 from __future__ import annotations
 
-from sonic_core.config import MAX_DURATION_S, SPEECH_FEATURES
+from sonic_core.config import MAX_DURATION_S
 
 from . import _runtime as rt
 
@@ -19,14 +19,12 @@ class SonicTH_AudioPreData:
     def INPUT_TYPES(cls):
         return {"required": {
             "audio": ("AUDIO", {"tooltip": "The speech recording (Load Audio). Any length."}),
-            "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_DURATION_S, "step": 0.1,
-                                   "tooltip": "Seconds of video. 0 = the whole audio (never shorter). A shorter "
-                                              "value trims the audio, a longer one pads it with silence."}),
-            "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                              "tooltip": rt.config_docs().get("fps", "Frames per second of the video.")}),
+            "duration": rt.setting("duration", default=0.0, tooltip=(
+                "Seconds of video. 0 = the whole audio (never shorter). A shorter value trims the audio, a longer "
+                f"one pads it with silence. At most {MAX_DURATION_S / 3600:.0f} hours.")),
+            "fps": rt.setting("fps"),
         }, "optional": {
-            "speech_features": (list(SPEECH_FEATURES), {
-                "default": "builtin", "tooltip": rt.config_docs().get("speech_features", "")}),
+            "speech_features": rt.setting("speech_features"),
             "speech_model": (rt.speech_model_choices(), {
                 "default": "none",
                 "tooltip": "Checkpoint in models/audio_encoders for speech_features wav2vec2/hubert: a single "

@@ -22,24 +22,18 @@ class SonicTH_Config:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "min_resolution": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 2,
-                                       "tooltip": _doc("min_resolution")}),
-            "expand_ratio": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 3.0, "step": 0.01,
-                                       "tooltip": _doc("expand_ratio")}),
-            "inference_steps": ("INT", {"default": 25, "min": 1, "max": 100,
-                                        "tooltip": _doc("inference_steps")}),
-            "dynamic_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.01,
-                                        "tooltip": _doc("dynamic_scale")}),
-            "motion_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.01,
-                                       "tooltip": _doc("motion_scale")}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
-                             "tooltip": _doc("seed")}),
-            "output": (["crop", "full"], {"default": "crop", "tooltip": _doc("output")}),
-            "blinks": ("BOOLEAN", {"default": True, "tooltip": _doc("blinks")}),
+            "min_resolution": rt.setting("min_resolution"),
+            "expand_ratio": rt.setting("expand_ratio"),
+            "inference_steps": rt.setting("inference_steps"),
+            "dynamic_scale": rt.setting("dynamic_scale"),
+            "motion_scale": rt.setting("motion_scale"),
+            "seed": rt.setting("seed", control_after_generate=True),
+            "output": rt.setting("output"),
+            "blinks": rt.setting("blinks"),
         }, "optional": {
-            "motion_model": (["phonetic", "loudness"], {"default": "phonetic", "tooltip": _doc(
-                "motion_model", "'loudness' is the fast fallback (mouth follows loudness only).")}),
-            "mouth_painter": (list(MOUTH_PAINTERS), {"default": MOUTH_PAINTERS[0], "tooltip": _doc("mouth_painter")}),
+            "motion_model": rt.setting("motion_model", tooltip=_doc(
+                "motion_model", "'loudness' is the fast fallback (mouth follows loudness only).")),
+            "mouth_painter": rt.setting("mouth_painter"),
         }}
 
     @rt.user_errors
@@ -71,7 +65,7 @@ class SonicTH_FaceLoader:
                                            "roughly frontal face."}),
             "config": (rt.CONFIG, {"tooltip": "From Sonic Config: expand_ratio and min_resolution shape the crop."}),
         }, "optional": {
-            "face_index": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": _doc("face_index")}),
+            "face_index": rt.setting("face_index"),
         }}
 
     @rt.user_errors

@@ -40,15 +40,13 @@ class SonicTH_Postprocess:
     def INPUT_TYPES(cls):
         return {"required": {
             "motion": (rt.MOTION, {"tooltip": "From Sonic Sampler."}),
-            "lip_align": ("BOOLEAN", {"default": True,
-                                      "tooltip": "Apply alignment_offset to the mouth (off = offset ignored)."}),
-            "alignment_offset": ("FLOAT", {"default": 0.0, "min": -1.0, "max": 1.0, "step": 0.01,
-                                           "tooltip": "Seconds the mouth moves later (+) or earlier (-) than the "
-                                                      "sound; fractional frames are interpolated. 0.03 is a typical "
-                                                      "correction when a player shows the mouth early."}),
-            "smooth_motion": ("BOOLEAN", {"default": True,
-                                          "tooltip": "Zero-phase smoothing of head motion (60 ms) and a very light "
-                                                     "one on the mouth that keeps full closures; never delays."}),
+            "lip_align": rt.setting("lip_align", tooltip="Apply alignment_offset to the mouth (off = offset ignored)."),
+            "alignment_offset": rt.setting("alignment_offset", tooltip=(
+                "Seconds the mouth moves later (+) or earlier (-) than the sound; fractional frames are "
+                "interpolated. 0.03 is a typical correction when a player shows the mouth early.")),
+            "smooth_motion": rt.setting("smooth_motion", tooltip=(
+                "Zero-phase smoothing of head motion (60 ms) and a very light one on the mouth that keeps full "
+                "closures; never delays.")),
         }, "optional": {
             "auto_align": ("BOOLEAN", {"default": False,
                                        "tooltip": "With lip_align: measure the mouth's lead or lag against the "

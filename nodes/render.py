@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 
-from sonic_core.config import ENCODERS, PRESETS
-
 from . import _runtime as rt
 
 WARN_IMAGE_BYTES = 8 << 30
@@ -60,11 +58,10 @@ class SonicTH_SaveMP4:
             "filename_prefix": ("STRING", {"default": "sonic/Sonic",
                                            "tooltip": "File name prefix inside the output folder; a counter is "
                                                       "added (sonic/Sonic_00001_.mp4)."}),
-            "crf": ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": rt.config_docs().get("crf", "")}),
-            "preset": (list(PRESETS), {"default": "auto", "tooltip": rt.config_docs().get("preset", "")}),
+            "crf": rt.setting("crf"),
+            "preset": rt.setting("preset"),
         }, "optional": {
-            "encoder": (list(ENCODERS), {"default": "auto",
-                                                            "tooltip": rt.config_docs().get("encoder", "")}),
+            "encoder": rt.setting("encoder"),
         }}
 
     @rt.user_errors

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ENCODERS, MOTION_MODELS, MOUTH_PAINTERS, SPEECH_FEATURES, GenerateConfig
+from .config import CHOICES, RANGES, GenerateConfig
 from .errors import SonicInputError
 from .models import ModelFetchError
 
@@ -36,6 +36,8 @@ class _Bar:
 
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
     docs = GenerateConfig.field_docs()
+    for name, rng in RANGES.items():  # the accepted range, as validation checks it
+        docs[name] += f" ({rng.describe()}{'; ' + rng.note if rng.note else ''})"
     d = GenerateConfig()
     p.add_argument("--out", "-o", required=False, help="Output MP4 path.")
     p.add_argument("--duration", type=float, default=None, help=docs["duration"])
@@ -46,20 +48,20 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-scale", type=float, default=d.motion_scale, help=docs["motion_scale"])
     p.add_argument("--fps", type=float, default=d.fps, help=docs["fps"])
     p.add_argument("--seed", type=int, default=d.seed, help=docs["seed"])
-    p.add_argument("--output", choices=["crop", "full"], default=d.output, help=docs["output"])
+    p.add_argument("--output", choices=CHOICES["output"], default=d.output, help=docs["output"])
     p.add_argument("--max-full-side", type=int, default=d.max_full_side, help=docs["max_full_side"])
     p.add_argument("--face-index", type=int, default=d.face_index, help=docs["face_index"])
     p.add_argument("--no-blinks", action="store_true", help="Keep the eyes open.")
     p.add_argument("--crf", type=int, default=d.crf, help=docs["crf"])
     p.add_argument("--preset", default=d.preset, help=docs["preset"])
-    p.add_argument("--encoder", choices=ENCODERS, default=d.encoder, help=docs["encoder"])
+    p.add_argument("--encoder", choices=CHOICES["encoder"], default=d.encoder, help=docs["encoder"])
     p.add_argument("--encode-workers", type=int, default=d.encode_workers, help=docs["encode_workers"])
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=docs["batch_size"])
-    p.add_argument("--speech-features", choices=SPEECH_FEATURES, default=d.speech_features,
+    p.add_argument("--speech-features", choices=CHOICES["speech_features"], default=d.speech_features,
                    help=docs["speech_features"])
     p.add_argument("--speech-model", default=None, metavar="PATH", help=docs["speech_model"])
-    p.add_argument("--motion-model", choices=MOTION_MODELS, default=d.motion_model, help=docs["motion_model"])
-    p.add_argument("--mouth-painter", choices=MOUTH_PAINTERS, default=d.mouth_painter, help=docs["mouth_painter"])
+    p.add_argument("--motion-model", choices=CHOICES["motion_model"], default=d.motion_model, help=docs["motion_model"])
+    p.add_argument("--mouth-painter", choices=CHOICES["mouth_painter"], default=d.mouth_painter, help=docs["mouth_painter"])
     p.add_argument("--alignment-offset", type=float, default=d.alignment_offset, metavar="SECONDS",
                    help=docs["alignment_offset"])
     p.add_argument("--auto-align", action="store_true", help=docs["auto_align"])

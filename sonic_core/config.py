@@ -21,6 +21,59 @@ SEED_MAX = 2 ** 63 - 1  # seeds are 0..SEED_MAX (numpy and torch generators take
 MAX_DURATION_S = 4 * 3600.0  # the audio of a job is held whole in memory (4 h of 48 kHz stereo: ~5.5 GB)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The accepted values of a numeric setting, declared once: `validate()`, the CLI's help
+    and the ComfyUI widgets all read it."""
+
+    lo: float
+    hi: float | None = None  # None: no upper bound
+    note: str = ""  # what the error adds: typical values, what 0 means
+    step: float | None = None  # widget step (None: ComfyUI's default)
+
+    def describe(self) -> str:
+        fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+        return f"{fmt(self.lo)} or more" if self.hi is None else f"between {fmt(self.lo)} and {fmt(self.hi)}"
+
+    def widget(self) -> dict:
+        spec = {"min": self.lo}
+        if self.hi is not None:
+            spec["max"] = self.hi
+        if self.step is not None:
+            spec["step"] = self.step
+        return spec
+
+
+RANGES: dict[str, Range] = {
+    "duration": Range(0.0, MAX_DURATION_S, f"{MAX_DURATION_S / 3600:.0f} hours at most: the job holds its whole audio in "
+                      "memory, split longer recordings; unset = the whole audio", 0.1),
+    "min_resolution": Range(64, 4096, "512 or 1024 are typical", 2),
+    "expand_ratio": Range(0.0, 3.0, "0.15-0.5 is typical", 0.01),
+    "inference_steps": Range(1, 100),
+    "dynamic_scale": Range(0.0, 3.0, "", 0.01),
+    "motion_scale": Range(0.0, 3.0, "", 0.01),
+    "fps": Range(1.0, 120.0, "", 0.01),
+    "seed": Range(0, SEED_MAX),
+    "max_full_side": Range(64, 8192, "", 2),
+    "face_index": Range(0, None, "0 = the largest face"),
+    "crf": Range(0, 51),
+    "encode_workers": Range(0, 64, "0 = automatic"),
+    "batch_size": Range(0, None, "0 = automatic, else frames per chunk"),
+    "alignment_offset": Range(-1.0, 1.0, "seconds; 0.03 is a typical correction", 0.01),
+}
+INT_SETTINGS = ("min_resolution", "inference_steps", "seed", "max_full_side", "face_index", "crf", "encode_workers",
+                "batch_size")
+# Named choices of the string settings, declared once (validation, CLI choices, node combos).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "output": OUTPUT_MODES,
+    "motion_model": MOTION_MODELS,
+    "mouth_painter": MOUTH_PAINTERS,
+    "speech_features": SPEECH_FEATURES,
+    "encoder": ENCODERS,
+    "preset": PRESETS + NVENC_PRESETS,
+}
+
+
 @dataclass
 class GenerateConfig:
     duration: float | None = None
@@ -78,56 +131,31 @@ class GenerateConfig:
         def bad(name: str, why: str) -> SonicInputError:
             return SonicInputError(f"Setting '{name}' {why}.")
 
-        if self.duration is not None and not (0 < self.duration <= MAX_DURATION_S):
-            raise bad("duration", f"must be a positive number of seconds up to {MAX_DURATION_S:.0f} ({MAX_DURATION_S / 3600:.0f} "
-                      f"hours: the job holds its whole audio in memory; split longer recordings), or left unset for the "
-                      f"whole audio (got {self.duration})")
-        try:
-            seed_ok = float(self.seed) == int(self.seed) and 0 <= int(self.seed) <= SEED_MAX
-        except (TypeError, ValueError, OverflowError):
-            seed_ok = False
-        if not seed_ok:
-            raise bad("seed", f"must be a whole number from 0 to {SEED_MAX} (got {self.seed!r})")
-        if not (64 <= int(self.min_resolution) <= 4096):
-            raise bad("min_resolution", f"must be between 64 and 4096 pixels (got {self.min_resolution}); 512 or 1024 are typical")
-        if not (0.0 <= self.expand_ratio <= 3.0):
-            raise bad("expand_ratio", f"must be between 0 and 3 (got {self.expand_ratio}); 0.15-0.5 is typical")
-        if not (1 <= int(self.inference_steps) <= 100):
-            raise bad("inference_steps", f"must be between 1 and 100 (got {self.inference_steps})")
-        if not (0.0 <= self.dynamic_scale <= 3.0):
-            raise bad("dynamic_scale", f"must be between 0 and 3 (got {self.dynamic_scale})")
-        if not (0.0 <= self.motion_scale <= 3.0):
-            raise bad("motion_scale", f"must be between 0 and 3 (got {self.motion_scale})")
-        if not (1.0 <= self.fps <= 120.0):
-            raise bad("fps", f"must be between 1 and 120 (got {self.fps})")
-        if self.output not in OUTPUT_MODES:
-            raise bad("output", f"must be one of {', '.join(OUTPUT_MODES)} (got {self.output!r})")
-        if not (64 <= int(self.max_full_side) <= 8192):
-            raise bad("max_full_side", f"must be between 64 and 8192 (got {self.max_full_side})")
-        if int(self.face_index) < 0:
-            raise bad("face_index", f"must be 0 (largest face) or more (got {self.face_index})")
-        if not (0 <= int(self.crf) <= 51):
-            raise bad("crf", f"must be between 0 and 51 (got {self.crf})")
-        if int(self.batch_size) < 0:
-            raise bad("batch_size", f"must be 0 (automatic) or a positive number of frames (got {self.batch_size})")
-        if self.encoder not in ENCODERS:
-            raise bad("encoder", f"must be 'auto', 'libx264' or 'h264_nvenc' (got {self.encoder!r})")
-        if self.preset not in PRESETS + NVENC_PRESETS:
-            raise bad("preset", f"must be one of {', '.join(PRESETS)} (x264) or p1-p7 (NVENC) (got {self.preset!r})")
-        if not (0 <= int(self.encode_workers) <= 64):
-            raise bad("encode_workers", f"must be 0 (automatic) or 1-64 (got {self.encode_workers})")
-        try:
-            offset_ok = abs(float(self.alignment_offset)) <= 1.0
-        except (TypeError, ValueError):
-            offset_ok = False
-        if not offset_ok:
-            raise bad("alignment_offset", f"must be between -1 and 1 seconds (got {self.alignment_offset!r}); 0.03 is a typical correction")
-        if self.motion_model not in MOTION_MODELS:
-            raise bad("motion_model", f"must be 'phonetic' or 'loudness' (got {self.motion_model!r})")
-        if self.mouth_painter not in MOUTH_PAINTERS:
-            raise bad("mouth_painter", f"must be one of {', '.join(MOUTH_PAINTERS)} (got {self.mouth_painter!r})")
-        if self.speech_features not in SPEECH_FEATURES:
-            raise bad("speech_features", f"must be 'builtin', 'wav2vec2' or 'hubert' (got {self.speech_features!r})")
+        if self.duration is not None:
+            try:
+                ok = 0 < float(self.duration) <= MAX_DURATION_S
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise bad("duration", f"must be a positive number of seconds up to {MAX_DURATION_S:.0f} "
+                          f"(got {self.duration!r}); {RANGES['duration'].note}")
+        for name, rng in RANGES.items():
+            if name == "duration":
+                continue
+            value = getattr(self, name)
+            try:
+                num = float(value)
+                ok = rng.lo <= num and (rng.hi is None or num <= rng.hi)
+                if name in INT_SETTINGS:
+                    ok = ok and num == int(value)
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                kind = "a whole number" if name in INT_SETTINGS else "a number"
+                raise bad(name, f"must be {kind} {rng.describe()} (got {value!r})" + (f"; {rng.note}" if rng.note else ""))
+        for name, options in CHOICES.items():
+            if getattr(self, name) not in options:
+                raise bad(name, f"must be one of {', '.join(options)} (got {getattr(self, name)!r})")
         if self.speech_model in ("", "none"):
             self.speech_model = None
         if self.speech_features != "builtin":
@@ -140,10 +168,10 @@ class GenerateConfig:
         elif self.speech_model is not None:
             raise bad("speech_model", "is only read with speech_features 'wav2vec2' or 'hubert'; set speech_features "
                       "to the model's kind, or leave speech_model empty")
-        self.min_resolution = int(self.min_resolution) // 2 * 2
-        self.max_full_side = int(self.max_full_side) // 2 * 2
-        self.inference_steps = int(self.inference_steps)
-        self.seed = int(self.seed)
+        for name in INT_SETTINGS:
+            setattr(self, name, int(getattr(self, name)))
+        self.min_resolution = self.min_resolution // 2 * 2
+        self.max_full_side = self.max_full_side // 2 * 2
         return self
 
     def to_dict(self) -> dict:

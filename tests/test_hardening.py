@@ -253,3 +253,22 @@ ts = [threading.Thread(target=sonic_core.generate, args=({str(FACE)!r}, {str(SPE
     assert r.returncode == 0, r.stderr[-2000:]
     for k in range(4):
         assert np.array_equal(read_video_frames(tmp_path / f"side{k}.mp4"), alone[0]), f"job {k} side by side differs"
+
+
+def test_every_numeric_setting_is_checked_against_its_one_declared_range():
+    """config.RANGES is the one declaration: each bound is accepted and a step past it is refused
+    with an error naming the setting (the CLI's help and the node widgets read the same table)."""
+    from sonic_core.config import INT_SETTINGS, RANGES, GenerateConfig
+
+    for name, rng in RANGES.items():
+        step = 1 if name in INT_SETTINGS else 0.01
+        lows = [rng.lo] if name != "duration" else [step]  # duration: positive, or unset
+        for ok in lows + ([rng.hi] if rng.hi is not None else []):
+            GenerateConfig(**{name: ok}).validate()
+        bad = [rng.lo - step] + ([rng.hi + step] if rng.hi is not None else [])
+        for value in bad:
+            with pytest.raises(SonicInputError, match=f"'{name}'"):
+                GenerateConfig(**{name: value}).validate()
+        if name in INT_SETTINGS:
+            with pytest.raises(SonicInputError, match="whole number"):
+                GenerateConfig(**{name: rng.lo + 0.5}).validate()

@@ -182,6 +182,28 @@ def test_mappings_ids_tooltips_and_categories(comfy):
     assert rt.models_dir() == Path(_models_dir())
 
 
+def test_widgets_take_their_range_choices_and_default_from_the_engine_config(comfy):
+    """Every node input that is a GenerateConfig setting offers exactly what validation accepts."""
+    from sonic_core.config import CHOICES, RANGES, GenerateConfig
+
+    defaults, seen = GenerateConfig(), set()
+    for node_id, cls in comfy.pack.NODE_CLASS_MAPPINGS.items():
+        for section in cls.INPUT_TYPES().values():
+            for name, (kind, opts) in section.items():
+                if name in CHOICES:
+                    assert kind == list(CHOICES[name]), f"{node_id}.{name}"
+                elif name in RANGES:
+                    rng = RANGES[name]
+                    assert opts["min"] == rng.lo and opts.get("max") == rng.hi, f"{node_id}.{name}"
+                else:
+                    continue
+                seen.add(name)
+                if name != "duration":  # the node's 0 = the whole audio, the engine's None
+                    assert opts["default"] == getattr(defaults, name), f"{node_id}.{name}"
+    assert {"min_resolution", "seed", "fps", "duration", "alignment_offset", "crf", "face_index", "output",
+            "preset", "encoder", "mouth_painter", "speech_features"} <= seen
+
+
 def test_import_is_light():
     """Importing the pack loads no model, imports no PyAV / renderer / face port, touches no network."""
     code = (
