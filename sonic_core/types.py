@@ -96,23 +96,32 @@ class AudioClip:
 
 @dataclass(frozen=True)
 class Channel:
-    """One motion channel of a MotionTrack, declared once for everything that loops over them."""
+    """One motion channel of a MotionTrack, declared once for everything that loops over them.
 
-    name: str  # the MotionTrack field
+    The track, post-processing (alignment shift, smoothing), the rig's displacement fields,
+    deformation and the renderer all read this table; a new channel is one line here, one
+    field on MotionTrack and, if it moves vertices, one field builder in render/fields.py.
+    """
+
+    name: str  # the MotionTrack field, the rig's field and the renderer's control: one spelling
     group: str  # "mouth" (moved by lip alignment, closures kept by smoothing), "head", "brows" or "lids"
     smooth_s: float  # sigma of the zero-phase smoothing in seconds (0 = never smoothed)
+    moves: str  # how the rig moves it: "field" (per-vertex displacement field times the value) or "pose" (rigid head)
+    dims: int = 1  # values per frame ([N] when 1, else [N, dims]); the neutral value is 0 in every one
 
 
 CHANNELS = (
-    Channel("jaw_open", "mouth", 0.012),
-    Channel("lip_width", "mouth", 0.012),
-    Channel("pucker", "mouth", 0.012),
-    Channel("lip_tuck", "mouth", 0.012),
-    Channel("head_rotation", "head", 0.06),
-    Channel("head_translation", "head", 0.06),
-    Channel("brow_raise", "brows", 0.04),
-    Channel("blink", "lids", 0.0),  # blinks are full closures by design
+    Channel("jaw_open", "mouth", 0.012, "field"),
+    Channel("lip_width", "mouth", 0.012, "field"),
+    Channel("pucker", "mouth", 0.012, "field"),
+    Channel("lip_tuck", "mouth", 0.012, "field"),
+    Channel("head_rotation", "head", 0.06, "pose", 3),
+    Channel("head_translation", "head", 0.06, "pose", 2),
+    Channel("brow_raise", "brows", 0.04, "field"),
+    Channel("blink", "lids", 0.0, "field"),  # blinks are full closures by design
 )
+FIELD_CHANNELS = tuple(c.name for c in CHANNELS if c.moves == "field")
+MOUTH_CHANNELS = tuple(c.name for c in CHANNELS if c.group == "mouth")
 
 
 @dataclass
@@ -137,10 +146,9 @@ class MotionTrack:
 
     def __post_init__(self) -> None:
         n = self.num_frames
-        if self.pucker is None:
-            self.pucker = np.zeros(n, np.float32)
-        if self.lip_tuck is None:
-            self.lip_tuck = np.zeros(n, np.float32)
+        for c in CHANNELS:  # a channel left out holds its neutral value
+            if getattr(self, c.name) is None:
+                setattr(self, c.name, np.zeros((n,) if c.dims == 1 else (n, c.dims), np.float32))
 
     @property
     def num_frames(self) -> int:

@@ -22,7 +22,7 @@ import torch
 
 from sonic_core.render import topology as tp
 from sonic_core.render.mouth.style import srgb_to_lab as lab_of
-from sonic_core.render.rig import boundary_loop, inside_polygon
+from sonic_core.render.mesh import boundary_loop, inside_polygon
 
 INNER_POLY = list(tp.INNER_UPPER) + list(tp.INNER_LOWER[::-1][1:-1])
 OUTER_POLY = list(tp.OUTER_UPPER) + list(tp.OUTER_LOWER[::-1][1:-1])

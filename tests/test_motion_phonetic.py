@@ -198,7 +198,7 @@ def test_loud_nasals_and_laterals_keep_the_mouth_low(voice):
 
     s, rate, phones = speak_with_phonemes("My mother made lemon melon jam in Maine, and Lena only knew him.", voice=voice)
     an = phonetic.analyze(s, rate)
-    jaw, loud = phonetic.mouth_channels(an)["jaw"], an["feats"]["loud"]
+    jaw, loud = phonetic.mouth_channels(an)["jaw_open"], an["feats"]["loud"]
 
     def median_over(kind, x):
         meds = []

@@ -347,7 +347,7 @@ def test_lips_parted_in_the_photo_close_at_rest_and_open_past_it(analyzer, model
     assert wide > 1.4 * photo, (wide, photo)
 
     rig = r.rig
-    tgt = deform(rig, **r._chunk(track, 0, 1))[0]
+    tgt = deform(rig, r.controls(track, 0, 1))[0]
     tris = rig.triangles[~rig.mouth_triangles]
 
     def area(p):
@@ -374,7 +374,8 @@ def test_triangle_map_matches_a_per_pixel_reference(analyzer, models_dir):
 
     from sonic_core.models import load_face_topology
     from sonic_core.pipeline import prepare_portrait
-    from sonic_core.render.rig import build_rig, rasterize_triangle_ids
+    from sonic_core.render.mesh import rasterize_triangle_ids
+    from sonic_core.render.rig import build_rig
 
     _, crop, lm = prepare_portrait(EXAMPLES / "grace_hopper.jpg", GenerateConfig(min_resolution=96).validate(), analyzer)
     size = crop.shape[0]

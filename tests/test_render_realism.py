@@ -93,7 +93,7 @@ def test_closed_lips_show_no_stripe(analyzer, models_dir):
     r, crop, lm = _renderer(EXAMPLES / "astronaut.png", 384, analyzer, models_dir)
     track = _track([0.0])
     frame = r.render(track, 0, 1).numpy()[0]
-    tgt = deform(r.rig, **r._chunk(track, 0, 1))[0].numpy()  # where the rig closed the lips
+    tgt = deform(r.rig, r.controls(track, 0, 1))[0].numpy()  # where the rig closed the lips
     seam = (tgt[list(tp.INNER_UPPER)] + tgt[list(tp.INNER_LOWER)]) / 2
     (l_seam, c_seam), (l_lips, c_lips) = seam_and_lips(frame, lm, seam)
     # A closed seam is a darker line of the lips' own colour (this photo's closed lips, like the closed-mouth
@@ -214,14 +214,14 @@ def _no_folds_over_a_clip(portraits, tmp_path, analyzer, models_dir):
         area0 = _signed_area(rig.vertices[:, :2][rig.triangles])
         check = ~rig.mouth_triangles & (area0.abs() >= 0.4)  # every triangle of 0.2 px² or more
         for s in range(0, n, 64):
-            tgt = deform(rig, **r._chunk(track, s, min(n, s + 64)))
+            tgt = deform(rig, r.controls(track, s, min(n, s + 64)))
             area = _signed_area(tgt[:, rig.triangles])
             flipped = ((torch.sign(area) != torch.sign(area0)) & check).sum(1)
             assert int(flipped.max()) == 0, f"{name}: {int(flipped.max())} triangles turned over in frames {s}.."
         k = int(np.abs(track.head_rotation).sum(1).argmax())
         frame = r.render(track, k, k + 1).numpy()[0]
         moving = rig.moving_vertices[rig.triangles].any(1)
-        tgt = deform(rig, **r._chunk(track, k, k + 1))[0].numpy()
+        tgt = deform(rig, r.controls(track, k, k + 1))[0].numpy()
         covered = moving[rig.tri_map].numpy()
         for tri in rig.triangles[moving].numpy():
             covered |= polygon_mask(tgt[tri], crop.shape[:2])

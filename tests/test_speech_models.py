@@ -534,7 +534,7 @@ def test_real_model_output_feeds_the_motion_model(models, speech16k):
     assert all(b > a for a, b, _ in segs) and all(s[1] == pytest.approx(n[0]) for s, n in itertools.pairwise(segs))
     n = int(np.ceil(out.duration * AR))
     ch = viseme_channels(segs, n, np.ones(n, bool))
-    assert set(ch) == {"jaw", "width", "pucker", "tuck"} and all(np.isfinite(v).all() for v in ch.values())
+    assert set(ch) == {"jaw_open", "lip_width", "pucker", "lip_tuck"} and all(np.isfinite(v).all() for v in ch.values())
     names, post, blank = viseme_posteriors(out)
     assert post.shape == (out.num_frames, len(names)) and names == tuple(VISEMES)
     z = np.exp(out.logits - out.logits.max(1, keepdims=True))

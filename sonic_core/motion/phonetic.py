@@ -39,14 +39,13 @@ import numpy as np
 
 from ..audio import vad as vad_mod
 from ..audio.features import resample_mono
-from ..types import MotionTrack, SpeechFeatures
+from ..types import MOUTH_CHANNELS, MotionTrack, SpeechFeatures
 from .loudness import _attack_release, _smooth_noise, blink_track
 from .visemes import VISEMES, visemes_of_phone
 
 RATE = 16000
 AR = 100  # analysis frames per second
 MAX_JAW = 0.42
-CHANNELS = ("jaw", "width", "pucker", "tuck")
 COART_TAU_S = 0.045  # dominance decay outside a segment
 PHONETIC_MIX = 0.3  # share of the phonetic jaw target (the rest is the acoustic opening)
 
@@ -148,7 +147,7 @@ def _segments_from_phones(phones) -> list[tuple[float, float, str]]:
 def viseme_channels(segs, n: int, speech: np.ndarray) -> dict[str, np.ndarray]:
     """Dominance-blended targets per 10 ms frame (Cohen-Massaro coarticulation)."""
     t = (np.arange(n) + 0.5) / AR
-    num = {c: np.zeros(n) for c in CHANNELS}
+    num = {c: np.zeros(n) for c in MOUTH_CHANNELS}
     den = np.full(n, 1e-6)
     for a, b, name in segs:
         v = VISEMES[name]
@@ -161,10 +160,10 @@ def viseme_channels(segs, n: int, speech: np.ndarray) -> dict[str, np.ndarray]:
         tau = np.where(tt < a, COART_TAU_S * 1.3, COART_TAU_S)
         d = v.dominance * np.exp(-dist / tau)
         den[i0:i1] += d
-        for c, val in zip(CHANNELS, (v.jaw, v.width, v.pucker, v.tuck)):
-            num[c][i0:i1] += d * val
-    out = {c: (num[c] / den).astype(np.float32) for c in CHANNELS}
-    for c in CHANNELS:
+        for c in MOUTH_CHANNELS:
+            num[c][i0:i1] += d * getattr(v, c)
+    out = {c: (num[c] / den).astype(np.float32) for c in MOUTH_CHANNELS}
+    for c in MOUTH_CHANNELS:
         out[c][~speech] = 0.0
     return out
 
@@ -363,19 +362,18 @@ def mouth_channels(an: dict) -> dict[str, np.ndarray]:
     acoustic = MAX_JAW * np.sqrt(loud) * (0.45 + 0.55 * f1) * (0.6 + 0.4 * np.clip(voiced * 1.5, 0, 1))
     if segs:
         ch = viseme_channels(segs, n, speech)
-        phon = ch["jaw"] * (0.55 + 0.45 * np.sqrt(loud))
+        phon = ch["jaw_open"] * (0.55 + 0.45 * np.sqrt(loud))
         jaw = PHONETIC_MIX * phon + (1 - PHONETIC_MIX) * acoustic
         closures = closure_frames(segs, n, feats, speech)
     else:
-        ch = {c: np.zeros(n, np.float32) for c in CHANNELS}
-        ch["width"] = (-0.08 * acoustic / MAX_JAW).astype(np.float32)
+        ch = {c: np.zeros(n, np.float32) for c in MOUTH_CHANNELS}
+        ch["lip_width"] = (-0.08 * acoustic / MAX_JAW).astype(np.float32)
         jaw = acoustic
         closures = []
     jaw = np.where(speech, jaw, 0.0)
     # Soft edges at speech on/offsets (10 ms attack, 40 ms release) so the mouth does not pop.
     jaw = np.minimum(jaw, _attack_release(jaw, AR, 0.012, 0.04))
-    return {"jaw": jaw.astype(np.float32), "width": ch["width"], "pucker": ch["pucker"], "tuck": ch["tuck"],
-            "closures": closures}
+    return {**ch, "jaw_open": jaw.astype(np.float32), "closures": closures}
 
 
 def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures | None = None, *,
@@ -395,7 +393,7 @@ def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures |
         y = _to_video(np.asarray(x, np.float64), nv, fps) if len(x) else np.zeros(nv, np.float32)
         return np.pad(y, (0, max(0, nv - len(y))))[:nv]
 
-    jaw, width, pucker, tuck = v(m["jaw"]), v(m["width"]), v(m["pucker"]), v(m["tuck"])
+    jaw, width, pucker, tuck = v(m["jaw_open"]), v(m["lip_width"]), v(m["pucker"]), v(m["lip_tuck"])
     # Closures: the video frame most covered by each p/b/m closure shows closed lips, and so
     # does every frame the closure covers for most of its interval (a long "m" stays sealed).
     for i0, i1 in m["closures"]:

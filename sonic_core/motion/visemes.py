@@ -1,12 +1,12 @@
-"""Phones -> visemes -> mouth-shape targets (jaw, lip width, pucker, lip tuck).
+"""Phones -> visemes -> mouth-shape targets (the mouth channels of `types.CHANNELS`).
 
 A Rhubarb-Lip-Sync-like viseme set (MIT-licensed method, re-implemented): the mouth shapes a
-2D animator would draw, each with targets in the rig's units (see `render/rig.py`):
+2D animator would draw, each with targets in the rig's units (see `render/fields.py`):
 
-    jaw    opening as a fraction of mouth width (0 = closed, ~0.42 = wide 'ah')
-    width  relative change of mouth width (+ = spread 'ee', - = narrow)
-    pucker 0..1 rounding/protrusion ('oo', 'w')
-    tuck   0..1 lower lip under the upper teeth ('f', 'v')
+    jaw_open   opening as a fraction of mouth width (0 = closed, ~0.42 = wide 'ah')
+    lip_width  relative change of mouth width (+ = spread 'ee', - = narrow)
+    pucker     0..1 rounding/protrusion ('oo', 'w')
+    lip_tuck   0..1 lower lip under the upper teeth ('f', 'v')
 
 Each viseme also has a *dominance* (how strongly it imposes its shape on its neighbours,
 Cohen & Massaro 1993) and a minimum duration. Bilabials dominate totally: the lips must meet.
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Viseme:
     name: str
-    jaw: float
-    width: float = 0.0
+    jaw_open: float
+    lip_width: float = 0.0
     pucker: float = 0.0
-    tuck: float = 0.0
+    lip_tuck: float = 0.0
     dominance: float = 1.0  # relative weight in coarticulation blending
     closure: bool = False  # lips must meet (p, b, m)
 

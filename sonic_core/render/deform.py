@@ -1,8 +1,11 @@
 """Per-frame target positions of the rig's vertices, batched over frames (any device)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
+from ..types import FIELD_CHANNELS
 from .rig import FaceRig
 
 
@@ -24,10 +27,12 @@ def rigid_head(rig: FaceRig, points: torch.Tensor, rotation: torch.Tensor, trans
     return moved[..., :2] + (translation * rig.face_height)[:, None, :]
 
 
-def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink: torch.Tensor,
-           brow: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
-           pucker: torch.Tensor | None = None, lip_tuck: torch.Tensor | None = None) -> torch.Tensor:
-    """Target vertex positions [B,V,2] for a chunk of frames (all inputs [B] or [B,k] on rig's device).
+def deform(rig: FaceRig, controls: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Target vertex positions [B,V,2] for a chunk of frames.
+
+    `controls`: every channel of `types.CHANNELS` by name, [B] or [B, dims] on the rig's
+    device (`PortraitRenderer.controls`). Each field channel adds its displacement field
+    times its value; the head channels then move the result rigidly.
 
     `jaw_open` is the lips' opening in mouth widths (approximately: the jaw field opens the
     centre by ~1.1x). Where the photo's lips are parted (`rig.rest_open` > 0, a smile showing
@@ -36,17 +41,15 @@ def deform(rig: FaceRig, jaw_open: torch.Tensor, lip_width: torch.Tensor, blink:
     difference, past the photo's own opening.
     """
     base = rig.vertices[None, :, :2]
+    amount = dict(controls)
     if rig.rest_open > 0:
         span = rig.close_span
-        closing = (1.0 - jaw_open / span).clamp(0.0, 1.0)
+        closing = (1.0 - amount["jaw_open"] / span).clamp(0.0, 1.0)
         base = base + closing[:, None, None] * rig.close_dir
-        jaw_open = (jaw_open - span).clamp_min(0.0)
-    local = (base + jaw_open[:, None, None] * rig.jaw_dir + lip_width[:, None, None] * rig.lip_width_dir
-             + blink[:, None, None] * rig.blink_dir + brow[:, None, None] * rig.brow_dir)
-    if pucker is not None:
-        local = local + pucker[:, None, None] * rig.pucker_dir
-    if lip_tuck is not None:
-        local = local + lip_tuck[:, None, None] * rig.tuck_dir
+        amount["jaw_open"] = (amount["jaw_open"] - span).clamp_min(0.0)
+    local = base
+    for name in FIELD_CHANNELS:
+        local = local + amount[name][:, None, None] * rig.fields[name]
     local3 = torch.cat([local, rig.vertices[None, :, 2:].expand(local.shape[0], -1, -1)], dim=-1)
-    head = rigid_head(rig, local3, rotation, translation)
+    head = rigid_head(rig, local3, amount["head_rotation"], amount["head_translation"])
     return rig.guard.unfold(rig.vertices[:, :2], local + rig.head_weight[None, :, None] * (head - local))

@@ -5,10 +5,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..types import MotionTrack
+from ..config import MOUTH_PAINTERS
+from ..types import CHANNELS, MotionTrack
 from .deform import deform, rigid_head
 from .eyes import EYES, composite_lids, estimate_lid_style
-from ..config import MOUTH_PAINTERS
 from .mouth import MouthGeometry, MouthPainter, MouthSource, make_painter
 from .mouth.style import estimate_grain
 from .rig import FaceRig, build_rig
@@ -49,18 +49,17 @@ class PortraitRenderer:
         self.lid_style = estimate_lid_style(crop, landmarks, estimate_grain(crop, landmarks, rig.mouth_width))
         self._eye_idx = [list(up) + list(lo) for up, lo, _ in EYES]
 
-    def _chunk(self, track: MotionTrack, start: int, stop: int) -> dict[str, torch.Tensor]:
-        t = lambda a: torch.as_tensor(np.asarray(a[start:stop]), dtype=torch.float32, device=self.device)  # noqa: E731
-        return dict(jaw_open=t(track.jaw_open), lip_width=t(track.lip_width), blink=t(track.blink),
-                    brow=t(track.brow_raise), rotation=t(track.head_rotation), translation=t(track.head_translation),
-                    pucker=t(track.pucker), lip_tuck=t(track.lip_tuck))
+    def controls(self, track: MotionTrack, start: int, stop: int) -> dict[str, torch.Tensor]:
+        """Every motion channel of track frames start..stop-1, by name, as float32 on the renderer's device."""
+        return {c.name: torch.as_tensor(np.asarray(getattr(track, c.name)[start:stop]), dtype=torch.float32,
+                                        device=self.device) for c in CHANNELS}
 
     @torch.no_grad()
     def render(self, track: MotionTrack, start: int, stop: int) -> torch.Tensor:
         """Frames [B,S,S,3] uint8 on the renderer's device for track frames start..stop-1."""
-        c = self._chunk(track, start, stop)
+        c = self.controls(track, start, stop)
         rig = self.rig
-        tgt = deform(rig, **c)
+        tgt = deform(rig, c)
         B, S = tgt.shape[0], self.size
         # Only the box around the deforming triangles (in any frame) is warped; the rest is the photo.
         pts = tgt[:, self._active].reshape(-1, 2)
@@ -73,13 +72,11 @@ class PortraitRenderer:
         grid = src_xy * (2.0 / S) - 1.0
         win = F.grid_sample(self.source.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                             align_corners=False)
-        geometry = MouthGeometry(rig=rig, tgt=tgt, rotation=c["rotation"], translation=c["translation"],
-                                 jaw_open=c["jaw_open"], lip_width=c["lip_width"], pucker=c["pucker"],
-                                 lip_tuck=c["lip_tuck"])
+        geometry = MouthGeometry(rig=rig, tgt=tgt, controls=c)
         win = self.painter.paint(win, (x0, y0), geometry)
         if bool((c["blink"] > 0.1).any()):
             rest = rig.vertices[self._eye_idx[0] + self._eye_idx[1]][None].expand(B, -1, -1)
-            rest_eyes = rigid_head(rig, rest, c["rotation"], c["translation"]).view(B, 2, 18, 2)
+            rest_eyes = rigid_head(rig, rest, c["head_rotation"], c["head_translation"]).view(B, 2, 18, 2)
             win = composite_lids(win, (x0, y0), tgt, rest_eyes, c["blink"], self.lid_style, self.noise)
         out = self.source_u8[None].expand(B, -1, -1, -1).clone()
         out[:, y0:y0 + window[3], x0:x0 + window[2]] = (win.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)

@@ -6,6 +6,7 @@ is chosen by the `mouth_painter` setting; a learned decoder plugs in here the sa
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,17 +31,22 @@ class MouthSource:
 
 @dataclass
 class MouthGeometry:
-    """One chunk of frames: where the face is, and the motion channels that put it there (all of
-    them, for painters that shape the mouth from the channels themselves, like a learned decoder)."""
+    """One chunk of frames: where the face is, and every motion channel that put it there (for
+    painters that shape the mouth from the channels themselves, like a learned decoder).
+
+    A channel of `types.CHANNELS` reads as an attribute: `g.jaw_open` [B] (the lips' opening
+    in mouth widths), `g.head_rotation` [B,3] (yaw, pitch, roll in radians), ...
+    """
 
     rig: FaceRig
     tgt: torch.Tensor  # [B,V,2] deformed rig vertices, crop pixels
-    rotation: torch.Tensor  # [B,3] head yaw, pitch, roll (radians)
-    translation: torch.Tensor  # [B,2] head translation (fractions of face height)
-    jaw_open: torch.Tensor  # [B] the lips' opening in mouth widths
-    lip_width: torch.Tensor  # [B]
-    pucker: torch.Tensor  # [B]
-    lip_tuck: torch.Tensor  # [B]
+    controls: Mapping[str, torch.Tensor]  # channel name -> [B] or [B, dims], on the rig's device
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        controls = self.__dict__.get("controls")
+        if controls is not None and name in controls:
+            return controls[name]
+        raise AttributeError(f"MouthGeometry has no attribute or motion channel {name!r}")
 
     @property
     def batch(self) -> int:
@@ -48,7 +54,7 @@ class MouthGeometry:
 
     def skull(self, points: torch.Tensor) -> torch.Tensor:
         """Rest points [N,3] (crop pixels + depth) carried rigidly with the head -> [B,N,2]."""
-        return rigid_head(self.rig, points[None].expand(self.batch, -1, -1), self.rotation, self.translation)
+        return rigid_head(self.rig, points[None].expand(self.batch, -1, -1), self.head_rotation, self.head_translation)
 
 
 class MouthPainter(Protocol):

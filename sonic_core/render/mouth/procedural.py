@@ -109,7 +109,7 @@ class ProceduralPainter:
         """An open mouth in the photo shows its own cavity: the synthesized one takes its colours."""
         photo = self.photo
         poly = torch.cat([photo.upper, photo.lower.flip(0)[1:-1]], dim=0).cpu().numpy()
-        from ..rig import inside_polygon
+        from ..mesh import inside_polygon
 
         x0, y0 = np.floor(poly.min(0)).astype(int)
         x1, y1 = np.ceil(poly.max(0)).astype(int)
@@ -175,7 +175,7 @@ class ProceduralPainter:
         a = interp_rows(pu, *sorted_knots(arch_u, self._arch[None].expand(B, -1)))
         a = a + (pu - arch_u.amax(1, keepdim=True)).clamp_min(0) * 1.2 - (arch_u.amin(1, keepdim=True) - pu).clamp_min(0) * 1.2
         aa = a.abs()
-        yaw = g.rotation[:, 0:1] + self._yaw0
+        yaw = g.head_rotation[:, 0:1] + self._yaw0
         facing = torch.cos((1.15 * a - yaw).clamp(-1.55, 1.55)).clamp_min(0.15)
 
         # Upper teeth: per tooth, rounded incisal corners and darker gaps.
