@@ -34,7 +34,11 @@ from sonic_core.config import GenerateConfig  # noqa: E402
 from sonic_core.face import FaceAnalyzer  # noqa: E402
 from sonic_core.models import ensure_face_models  # noqa: E402
 from sonic_core.motion import phonetic  # noqa: E402
+from sonic_core.video import encoders as encoders_mod  # noqa: E402
+from sonic_core.video import segment_sink as segment_sink_mod  # noqa: E402
 from sonic_core.video import writer as writer_mod  # noqa: E402
+from sonic_core.video.segment_sink import SegmentSink  # noqa: E402
+from sonic_core.video.soundtrack import AudioTrack  # noqa: E402
 
 EVENTS: list[tuple[float, str, str]] = []
 
@@ -60,9 +64,10 @@ def _wrap(owner, name: str, label: str) -> None:
 
 def instrument() -> None:
     W = writer_mod.Mp4Writer
-    for name, label in [("write", "write"), ("_encode_segment", "segment"), ("_mux_head", "mux"),
-                        ("_finish", "finish"), ("close", "close"), ("_run_audio_ahead", "aac")]:
-        _wrap(W, name, label)
+    for owner, name, label in [(W, "write", "write"), (SegmentSink, "_encode_segment", "segment"),
+                               (SegmentSink, "_mux_head", "mux"), (W, "_finish", "finish"), (W, "close", "close"),
+                               (AudioTrack, "_run_ahead", "aac")]:
+        _wrap(owner, name, label)
     _wrap(writer_mod._Download, "wait", "download_wait")
     _wrap(phonemes, "decode_piece", "phone_piece")
     _wrap(phonemes.PhoneJob, "result", "phone_result")
@@ -127,14 +132,14 @@ class _NoPool:
 # Variants: changes applied for one series of runs and undone after it.
 VARIANTS = {
     "base": {},
-    "no_trim": {(writer_mod, "release_free_memory"): lambda: None},
+    "no_trim": {(segment_sink_mod, "release_free_memory"): lambda: None},
     "seg48": {(writer_mod, "auto_segment_frames"): lambda *a, **k: 48},
-    "aac_inline": {(writer_mod.Mp4Writer, "_start_audio_ahead"): lambda self, n: None},
+    "aac_inline": {(AudioTrack, "start_ahead"): lambda self, n: None},
     "torch_threads_4": "threads4",
     "vad_threads_1": "vad1",
     "x264_threads": {(writer_mod, "warm_pool"): lambda *a, **k: _NoPool()},
-    "w12": {(writer_mod, "auto_workers"): lambda *a, **k: 12},
-    "w16": {(writer_mod, "auto_workers"): lambda *a, **k: 16},
+    "w12": {(encoders_mod, "auto_workers"): lambda *a, **k: 12},
+    "w16": {(encoders_mod, "auto_workers"): lambda *a, **k: 16},
 }
 
 
