@@ -103,7 +103,7 @@ class GenerateConfig:
     crf: int = 18
     """H.264 quality (lower = better, larger files)."""
     preset: str = "auto"
-    """x264 speed preset. 'auto' = superfast with macroblock-tree rate control on: ~1.7x veryfast's speed for 6-15 % larger files at the same quality. NVENC: p1-p7 (other names map to p4)."""
+    """x264 speed preset. 'auto' = superfast with macroblock-tree rate control on: faster than veryfast for slightly larger files at the same quality (measured in the CHANGELOG). NVENC: p1-p7 (other names map to p4)."""
     encoder: str = "auto"
     """'auto': NVENC on cards that have it, else libx264 in parallel segments; or force 'libx264' / 'h264_nvenc'."""
     encode_workers: int = 0
@@ -144,10 +144,12 @@ class GenerateConfig:
                 continue
             value = getattr(self, name)
             try:
-                num = float(value)
-                ok = rng.lo <= num and (rng.hi is None or num <= rng.hi)
-                if name in INT_SETTINGS:
-                    ok = ok and num == int(value)
+                if name in INT_SETTINGS:  # whole numbers, compared exactly (2**63-1 is no float)
+                    whole = isinstance(value, int) or float(value).is_integer()
+                    num = int(value) if isinstance(value, int) else int(float(value)) if whole else None
+                else:
+                    num = float(value)
+                ok = num is not None and rng.lo <= num and (rng.hi is None or num <= rng.hi)
             except (TypeError, ValueError, OverflowError):
                 ok = False
             if not ok:

@@ -58,8 +58,8 @@ class GenerateResult:
 @functools.lru_cache(maxsize=1)
 def _prefetch_first_job() -> threading.Thread:
     """Once per process, on a background thread: the imports and the probe a first job needs
-    later (scipy.spatial for the rig, 0.3-1.2 s to import cold; whether FFmpeg can open NVENC,
-    0.5 s on an H100 host, which has none). They then overlap audio decoding and the face
+    later (scipy.spatial for the rig, slow to import cold; whether FFmpeg can open NVENC, slow
+    to find out on a host that has none). They then overlap audio decoding and the face
     stage, whose cold time is mostly waiting for the GPU, instead of adding to it."""
     def work():
         try:

@@ -30,7 +30,7 @@ def release_free_memory() -> None:
     Long encodes allocate and free the same large buffers (frames, x264 instances) from
     several threads; glibc raises its mmap threshold after such frees and then serves them
     from the heap, where fragmentation keeps freed pages resident, so RSS creeps up with the
-    video's length (H100, 1024²: 2.8 GB after 1 minute, 3.2 GB after 10). Trimming after each
+    video's length (measured in the CHANGELOG). Trimming after each
     encoded segment returns those pages; it touches no live memory and no allocator setting.
     """
     fn = _malloc_trim()

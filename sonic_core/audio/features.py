@@ -51,8 +51,8 @@ def _kaiser_lowpass(up: int, down: int) -> tuple[np.ndarray, int]:
 
 def resample_poly(x: np.ndarray, up: int, down: int, block: int = 1 << 14) -> np.ndarray:
     """Polyphase resampling by up/down with scipy.signal.resample_poly's filter and alignment
-    (its output to float32 rounding), in numpy: importing scipy.signal took 0.85 s of a cold
-    start, more than the whole warm speech analysis.
+    (its output to float32 rounding), in numpy: importing scipy.signal cost a cold start
+    more than the whole warm speech analysis.
 
     Output i is sum_k h[k] * u[i*down + half_len - k], u being x upsampled by zero insertion;
     only the taps that meet a real sample are computed: for outputs i = r + q*up the phase

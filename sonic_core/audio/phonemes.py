@@ -88,7 +88,7 @@ def _decode_in_child(pcm: bytes) -> list[tuple[str, int, int, float]]:
     return phone_decoder.parse_segments(proc.stdout.decode())
 
 
-KEEP_WARM = 4  # idle decoders kept (~60 MB each); clips up to 60 s decode in at most 4 pieces
+KEEP_WARM = 4  # idle decoders kept (their memory: CHANGELOG); clips up to 60 s decode in at most 4 pieces
 WARM_PIECE_MAX_S = 15.0
 
 

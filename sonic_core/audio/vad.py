@@ -61,16 +61,16 @@ def silero_available() -> bool:
 def _silero_probs(x: np.ndarray, stream_windows: int = 32, warmup_windows: int = 16, device=None) -> np.ndarray:
     """Silero probabilities, the audio cut into overlapping streams decoded as one batch.
 
-    The TorchScript model costs ~20 ms per call whatever the batch size, so one call per
+    The TorchScript model's cost per call hardly depends on the batch size, so one call per
     32 ms window would run near real time. Cutting the audio into streams of
     `stream_windows` (1 s) that each first replay `warmup_windows` (0.5 s) of the audio
     before them, and running all streams in one batch, makes the cost ~50 calls for any
     length up to minutes.
 
-    `device`: where to run it (None: the CPU). On a GPU its ~1500 tiny ops do not compete
-    for cores: inside a warm GPU job on a 16-core host, beside 4 phone decoders and the face
-    stage, the CPU model's thread team took 0.2-0.5 s instead of 0.07 s alone.
-    Probabilities differ from the CPU's by < 0.005.
+    `device`: where to run it (None: the CPU). On a GPU its many tiny ops do not compete
+    for cores: inside a GPU job, beside the phone decoders and the face stage, the CPU
+    model's thread team waited several times longer than alone (CHANGELOG). Probabilities
+    differ from the CPU's only by float rounding of the ops.
     """
     import torch
 

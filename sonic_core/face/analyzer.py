@@ -56,9 +56,9 @@ def _overlap_min(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _box_reduce(image: np.ndarray, factor: int, band: int = 64) -> np.ndarray:
     """Average factor x factor pixel blocks of an HxWx3 uint8 image -> float32 (rounded to 8 bit).
 
-    Pillow's C box reduce, a band of rows at a time: fast (~0.1 s for 8000x8000) and with
-    memory bounded by the output. (A torch version kept ~750 MB of freed temporaries
-    mapped.) A last partial block averages the pixels it has.
+    Pillow's C box reduce, a band of rows at a time: fast, and with memory bounded by the
+    output (a torch version kept its freed temporaries mapped; numbers in the CHANGELOG).
+    A last partial block averages the pixels it has.
     """
     from PIL import Image
 
