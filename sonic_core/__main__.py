@@ -101,6 +101,83 @@ def _run(image, audio, out, args) -> int:
     return 0
 
 
+def _add_service_commands(sub) -> None:
+    """The job service's commands (they need requirements-service.txt)."""
+    queue_help = "Redis URL of the queue and job records, e.g. redis://127.0.0.1:6379/0."
+    store_help = ("Where inputs and results live: a folder (file:///path) or a bucket "
+                  "(s3://BUCKET?endpoint=http://host:port; credentials from the AWS environment).")
+    w = sub.add_parser("worker", help="Serve render jobs from the queue with warm models (job service).")
+    w.add_argument("--queue", required=True, help=queue_help)
+    w.add_argument("--store", required=True, help=store_help)
+    w.add_argument("--device", default=None, help="'cuda:N' for one GPU (one worker per GPU), 'cpu'; default: auto.")
+    w.add_argument("--jobs", type=int, default=1, help="Jobs run at once in this worker (they share its device).")
+    w.add_argument("--models-dir", default=None)
+    w.add_argument("--visibility-timeout", type=float, default=None, metavar="SECONDS",
+                   help="A job not finished this long after delivery is delivered again (a dead worker's job); "
+                        "keep it above the longest job. Default: 4 hours.")
+    w.add_argument("--name", default=None, help="Worker name in job records (default host:pid).")
+    s = sub.add_parser("submit", help="Queue one job (job service); with --wait, follow it and download the result.")
+    s.add_argument("--queue", required=True, help=queue_help)
+    s.add_argument("--store", required=True, help=store_help)
+    s.add_argument("--image", required=True)
+    s.add_argument("--audio", required=True)
+    s.add_argument("--priority", choices=["interactive", "batch"], default="batch")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="A generate setting, e.g. --set min_resolution=1024 (repeatable).")
+    s.add_argument("--wait", action="store_true", help="Wait for the job, show its progress.")
+    s.add_argument("--out", default=None, help="With --wait: download the result here.")
+
+
+def _settings_from(pairs: list[str]) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SonicInputError(f"--set '{pair}' is not NAME=VALUE.")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
+def _worker(args) -> int:
+    from .service import require_service_deps
+
+    require_service_deps()
+    from .service.tasks import DEFAULT_VISIBILITY_TIMEOUT_S, run_worker
+
+    run_worker(args.queue, args.store, jobs=args.jobs, device=args.device, models_dir=args.models_dir,
+               visibility_timeout=args.visibility_timeout or DEFAULT_VISIBILITY_TIMEOUT_S, name=args.name)
+    return 0
+
+
+def _submit(args) -> int:
+    from .service import require_service_deps
+
+    require_service_deps()
+    from .service.client import Client
+
+    client = Client(args.queue, args.store)
+    job = client.submit(args.image, args.audio, _settings_from(args.set), priority=args.priority)
+    print(job.id)
+    if not args.wait:
+        return 0
+    bar = _Bar(f"job {job.id[:8]}")
+    job = client.wait(job.id, on_progress=lambda j: j.frames_total and bar(j.frames_done, j.frames_total))
+    if job.state != "done":
+        print(f"error: job {job.id} {job.state}: {job.error}", file=sys.stderr)
+        return 2
+    if args.out:
+        print(client.download(job.id, args.out))
+    return 0
+
+
+SERVICE_COMMANDS = {"worker": _worker, "submit": _submit}
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so the same clean-up runs (no partial file is left)."""
 
@@ -120,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_generate_options(dm)
     fm = sub.add_parser("fetch-models", help="Download and convert the face models into the cache, then exit.")
     fm.add_argument("--models-dir", default=None)
+    _add_service_commands(sub)
     args = parser.parse_args(argv)
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -131,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(ensure_face_models(args.models_dir, log=print))
             return 0
+        if args.command in SERVICE_COMMANDS:
+            return SERVICE_COMMANDS[args.command](args)
         if args.command == "demo":
             return _run(EXAMPLES / "grace_hopper.jpg", EXAMPLES / "speech.wav", args.out or "sonic_demo.mp4", args)
         if not args.out:

@@ -1,0 +1,140 @@
+"""Job records: what a job is (inputs, settings, owner) and where it stands, kept in Redis.
+
+The queue engine (Celery, see tasks.py) carries only the job id; everything else is one Redis
+hash per job, so the API, the workers and `batch` read one truth: state, frames done, the
+error a user can act on, the result key. Redis persistence (AOF) keeps records and queued
+messages across a restart.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..config import GenerateConfig
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINAL = ("done", "failed", "cancelled")
+PRIORITIES = {"interactive": 0, "batch": 9}  # Celery on Redis: 0 is served first
+RECORD_TTL_S = 7 * 24 * 3600  # records (and, by `expire`, objects) are kept a week
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str  # who may see it (a digest of the API token; "" for local use)
+    image_key: str
+    audio_key: str
+    settings: dict = field(default_factory=dict)  # GenerateConfig fields, validated at submit
+    priority: str = "batch"
+    state: str = "queued"
+    frames_done: int = 0
+    frames_total: int = 0
+    error: str = ""
+    attempts: int = 0
+    worker: str = ""
+    created: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    cancel: bool = False
+
+    @property
+    def result_key(self) -> str:
+        return f"results/{self.id}.mp4"
+
+    def config(self) -> GenerateConfig:
+        return GenerateConfig(**self.settings).validate()
+
+    def public(self) -> dict:
+        """What a client sees (no owner digest)."""
+        d = asdict(self)
+        d.pop("owner")
+        d["result_key"] = self.result_key if self.state == "done" else None
+        return d
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(12)
+
+
+def validate_settings(settings: dict) -> dict:
+    """The settings as GenerateConfig accepts them (unknown names and bad values are a SonicInputError)."""
+    from ..errors import SonicInputError
+
+    known = set(GenerateConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SonicInputError(f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    if settings.get("speech_model"):
+        raise SonicInputError("Setting 'speech_model' (a local checkpoint path) is not accepted by the job service.")
+    return GenerateConfig(**settings).validate().to_dict()
+
+
+class JobBook:
+    """Job records in Redis: `sonic:job:<id>` hashes and a per-owner index."""
+
+    def __init__(self, redis_url: str):
+        import redis
+
+        self.r = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def _key(self, job_id: str) -> str:
+        return f"sonic:job:{job_id}"
+
+    def create(self, job: Job) -> Job:
+        job.created = job.created or time.time()
+        pipe = self.r.pipeline()
+        pipe.hset(self._key(job.id), mapping=self._encode(job))
+        pipe.expire(self._key(job.id), RECORD_TTL_S)
+        pipe.zadd(f"sonic:owner:{job.owner}", {job.id: job.created})
+        pipe.expire(f"sonic:owner:{job.owner}", RECORD_TTL_S)
+        pipe.execute()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self.r.hgetall(self._key(job_id))
+        return self._decode(raw) if raw else None
+
+    def update(self, job_id: str, **fields) -> None:
+        enc = {k: self._field(v) for k, v in fields.items()}
+        self.r.hset(self._key(job_id), mapping=enc)
+
+    def incr_attempts(self, job_id: str) -> int:
+        return int(self.r.hincrby(self._key(job_id), "attempts", 1))
+
+    def owned(self, owner: str, limit: int = 1000) -> list[str]:
+        return list(self.r.zrevrange(f"sonic:owner:{owner}", 0, limit - 1))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.r.hget(self._key(job_id), "cancel") == "1"
+
+    def request_cancel(self, job_id: str) -> None:
+        """Mark a job cancelled: a queued one never starts, a running one stops at its next chunk."""
+        self.update(job_id, cancel=True)
+        job = self.get(job_id)
+        if job is not None and job.state == "queued":
+            self.update(job_id, state="cancelled", finished=time.time())
+
+    @staticmethod
+    def _field(v) -> str:
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        if isinstance(v, dict):
+            return json.dumps(v)
+        return str(v)
+
+    def _encode(self, job: Job) -> dict:
+        return {k: self._field(v) for k, v in asdict(job).items()}
+
+    @staticmethod
+    def _decode(raw: dict) -> Job:
+        types = {f: t for f, t in Job.__annotations__.items()}
+        kw = {}
+        for k, v in raw.items():
+            if k not in types:
+                continue
+            t = types[k]
+            kw[k] = (json.loads(v) if t == "dict" else v == "1" if t == "bool" else int(v) if t == "int"
+                     else float(v) if t == "float" else v)
+        return Job(**kw)

@@ -1,0 +1,175 @@
+"""The render task on Celery, and the worker that runs it with warm models.
+
+Why Celery on Redis (the README has the longer version): a worker is one process that keeps
+torch, the face models and the encoders warm and runs K jobs at once in threads (K jobs
+sharing one GPU, the MIG case), with late acknowledgement: a message is removed from Redis
+only after its job finished, so a worker killed mid-job (kill -9, a lost node) leaves it
+unacknowledged and another worker takes it up once `visibility_timeout` has passed. Retries
+with backoff, priorities and task routing are built in, and Redis is the one server it needs.
+
+Delivery is at least once; the result is idempotent: a job id maps to one object key, written
+whole (storage.py), and a job that finds its result already there just reports done.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from ..errors import SonicInputError
+from .jobs import FINAL, PRIORITIES, JobBook
+from .storage import Store, StoreUnavailable, open_store
+
+log = logging.getLogger("sonic_core.service")
+
+TASK = "sonic.render"
+QUEUE = "sonic"
+MAX_RETRIES = 3
+DEFAULT_VISIBILITY_TIMEOUT_S = 4 * 3600.0  # longer than the longest job (else it would run twice)
+PROGRESS_EVERY_S = 0.5
+
+
+class Cancelled(Exception):
+    """The job was cancelled while it ran."""
+
+
+def make_app(broker: str, visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_S):
+    """A Celery app on `broker` (redis://...) with the delivery settings the service relies on."""
+    from celery import Celery
+
+    app = Celery("sonic", broker=broker)
+    app.conf.update(
+        task_acks_late=True,  # acknowledged after the job: a dead worker's job is delivered again
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a busy worker does not sit on jobs another could run
+        task_ignore_result=True,  # state lives in the job record (jobs.py)
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options={"visibility_timeout": float(visibility_timeout),
+                                  "queue_order_strategy": "priority", "priority_steps": list(range(10))},
+    )
+    app.task(name=TASK, bind=True, max_retries=MAX_RETRIES, acks_late=True)(_render_task)
+    return app
+
+
+def enqueue(app, job_id: str, priority: str) -> None:
+    app.send_task(TASK, args=[job_id], task_id=job_id, queue=QUEUE, priority=PRIORITIES[priority])
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process holds across jobs: the store, the job records, warm models per thread."""
+
+    book: JobBook
+    store: Store
+    device: str | None = None
+    models_dir: str | None = None
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _local: threading.local = field(default_factory=threading.local)
+
+    def analyzer(self):
+        """This thread's face analyzer, loaded on its first job and kept (one per concurrent job)."""
+        a = getattr(self._local, "analyzer", None)
+        if a is None:
+            from ..face import FaceAnalyzer
+            from ..models import ensure_face_models
+            from ..pipeline import resolve_device
+
+            ensure_face_models(self.models_dir)
+            a = self._local.analyzer = FaceAnalyzer(model_dir=self.models_dir, device=resolve_device(self.device))
+        return a
+
+
+def _render_task(task, job_id: str) -> str:
+    ctx: WorkerContext = task.app.sonic
+    try:
+        return run_job(ctx, job_id)
+    except Cancelled:
+        ctx.book.update(job_id, state="cancelled", finished=time.time())
+        return "cancelled"
+    except SonicInputError as e:  # the user's to fix: no retry
+        ctx.book.update(job_id, state="failed", error=str(e), finished=time.time())
+        return "failed"
+    except Exception as e:  # noqa: BLE001 - transient (storage, Redis, GPU memory) or unexpected: retried
+        retries = task.request.retries
+        if retries >= MAX_RETRIES:
+            log.exception("job %s failed after %d tries", job_id, retries + 1)
+            ctx.book.update(job_id, state="failed", finished=time.time(),
+                            error=f"failed after {retries + 1} tries: {type(e).__name__}: {e}")
+            return "failed"
+        delay = min(60.0, 2.0 ** retries)
+        log.warning("job %s: %s: %s; retry %d in %.0f s", job_id, type(e).__name__, e, retries + 1, delay)
+        ctx.book.update(job_id, state="queued", error=f"retrying after {type(e).__name__}: {e}")
+        raise task.retry(exc=e, countdown=delay) from None
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> str:
+    """Render one job: inputs from the store, the MP4 to its one result key, the record kept current."""
+    from .. import generate
+
+    book, store = ctx.book, ctx.store
+    job = book.get(job_id)
+    if job is None:
+        log.warning("job %s has no record (expired or deleted): dropped", job_id)
+        return "missing"
+    if job.cancel:
+        book.update(job_id, state="cancelled", finished=job.finished or time.time())
+        return "cancelled"
+    if job.state == "done" and store.exists(job.result_key):
+        return "done"  # delivered again after it finished: nothing to do
+    if job.state in FINAL and job.state != "done":
+        return job.state
+    book.update(job_id, state="running", worker=ctx.name, started=time.time(), error="")
+    book.incr_attempts(job_id)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        book.update(job_id, frames_done=done, frames_total=total)
+        if book.cancel_requested(job_id):
+            raise Cancelled()
+
+    with tempfile.TemporaryDirectory(prefix="sonic-job-") as tmp:
+        image = os.path.join(tmp, "image" + PurePosixPath(job.image_key).suffix)
+        audio = os.path.join(tmp, "audio" + PurePosixPath(job.audio_key).suffix)
+        for key, path in ((job.image_key, image), (job.audio_key, audio)):
+            try:
+                store.get_file(key, path)
+            except KeyError:
+                raise SonicInputError(f"The job's input '{key}' is not in the store (deleted or expired); "
+                                      "submit the job again.") from None
+        out = os.path.join(tmp, "result.mp4")
+        try:
+            result = generate(image, audio, out, job.config(), device=ctx.device, model_dir=ctx.models_dir,
+                              progress=progress, analyzer=ctx.analyzer())
+        except SonicInputError as e:  # name the job's inputs, not this worker's temporary copies
+            raise SonicInputError(str(e).replace(image, job.image_key).replace(audio, job.audio_key)) from None
+        store.put_file(job.result_key, result.path)
+    book.update(job_id, state="done", frames_done=result.frames, frames_total=result.frames, finished=time.time())
+    log.info("job %s done: %d frames in %.1f s", job_id, result.frames, time.time() - book.get(job_id).started)
+    return "done"
+
+
+def run_worker(queue: str, store: str, jobs: int = 1, device: str | None = None, models_dir: str | None = None,
+               visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_S, name: str | None = None,
+               loglevel: str = "INFO") -> None:
+    """Serve jobs until stopped (SIGTERM: finish the running jobs, then exit)."""
+    app = make_app(queue, visibility_timeout)
+    app.sonic = WorkerContext(book=JobBook(queue), store=open_store(store), device=device, models_dir=models_dir)
+    if name:
+        app.sonic.name = name
+    argv = ["worker", "--pool=threads", f"--concurrency={int(jobs)}", f"--queues={QUEUE}", f"--loglevel={loglevel}",
+            "--without-gossip", "--without-mingle", f"--hostname={app.sonic.name}@%h"]
+    app.worker_main(argv)
+
+
+__all__ = ["TASK", "make_app", "enqueue", "run_job", "run_worker", "WorkerContext", "StoreUnavailable"]
