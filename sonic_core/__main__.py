@@ -116,6 +116,14 @@ def _add_service_commands(sub) -> None:
                    help="A job not finished this long after delivery is delivered again (a dead worker's job); "
                         "keep it above the longest job. Default: 4 hours.")
     w.add_argument("--name", default=None, help="Worker name in job records (default host:pid).")
+    a = sub.add_parser("api", help="Serve the HTTP API (job service): POST/GET/DELETE /v1/jobs, events, /healthz.")
+    a.add_argument("--queue", required=True, help=queue_help)
+    a.add_argument("--store", required=True, help=store_help)
+    a.add_argument("--tokens", default=None, metavar="FILE",
+                   help="Bearer tokens, one per line (each a tenant); default: $SONIC_API_TOKENS, comma-separated.")
+    a.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
+    a.add_argument("--port", type=int, default=8000)
+    a.add_argument("--max-upload-mb", type=float, default=200.0, help="Largest request (image + audio), MB.")
     s = sub.add_parser("submit", help="Queue one job (job service); with --wait, follow it and download the result.")
     s.add_argument("--queue", required=True, help=queue_help)
     s.add_argument("--store", required=True, help=store_help)
@@ -175,7 +183,17 @@ def _submit(args) -> int:
     return 0
 
 
-SERVICE_COMMANDS = {"worker": _worker, "submit": _submit}
+def _api(args) -> int:
+    from .service import require_service_deps
+
+    require_service_deps()
+    from .service.api import serve
+
+    serve(args.queue, args.store, args.tokens, args.host, args.port, args.max_upload_mb)
+    return 0
+
+
+SERVICE_COMMANDS = {"worker": _worker, "submit": _submit, "api": _api}
 
 
 class _Terminated(KeyboardInterrupt):

@@ -109,3 +109,14 @@ def start_worker(queue: str, store: str, name: str, models_dir: str, log: Path, 
         [sys.executable, "-m", "sonic_core", "worker", "--queue", queue, "--store", store, "--device", "cpu",
          "--jobs", str(jobs), "--name", name, "--visibility-timeout", str(visibility_timeout)],
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def start_api(queue: str, store: str, tokens: list[str], log: Path, max_upload_mb: float = 200.0):
+    """`python -m sonic_core api` on a free loopback port; returns (process, base URL)."""
+    port = free_port()
+    env = dict(os.environ, SONIC_API_TOKENS=",".join(tokens), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonic_core", "api", "--queue", queue, "--store", store, "--port", str(port),
+         "--max-upload-mb", str(max_upload_mb)], cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    _wait_port(port, proc, "the API")
+    return proc, f"http://127.0.0.1:{port}"

