@@ -124,6 +124,19 @@ def _add_service_commands(sub) -> None:
     a.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
     a.add_argument("--port", type=int, default=8000)
     a.add_argument("--max-upload-mb", type=float, default=200.0, help="Largest request (image + audio), MB.")
+    b = sub.add_parser("batch", help="Submit a CSV/JSONL manifest through the HTTP API and download the results.")
+    b.add_argument("manifest", help="CSV (header row) or JSONL: image, audio, optional out, any setting as a column.")
+    b.add_argument("--api", required=True, help="The API's base URL, e.g. http://127.0.0.1:8000.")
+    b.add_argument("--token", default=None, help="Bearer token (default: $SONIC_API_TOKEN).")
+    b.add_argument("--out-dir", default="results", help="Where the MP4s (and batch_results.jsonl) go.")
+    b.add_argument("--priority", choices=["interactive", "batch"], default="batch")
+    u = sub.add_parser("up", help="The whole job service on this machine: Redis, an S3 server, one worker, the API.")
+    u.add_argument("--data", default="sonic-service", help="Folder for the queue's and the store's data and logs.")
+    u.add_argument("--port", type=int, default=8000)
+    u.add_argument("--jobs", type=int, default=1, help="Jobs the worker runs at once.")
+    u.add_argument("--device", default=None)
+    u.add_argument("--models-dir", default=None)
+    u.add_argument("--token", default=None, help="API token (default: $SONIC_API_TOKENS' first, else a new one).")
     s = sub.add_parser("submit", help="Queue one job (job service); with --wait, follow it and download the result.")
     s.add_argument("--queue", required=True, help=queue_help)
     s.add_argument("--store", required=True, help=store_help)
@@ -193,7 +206,36 @@ def _api(args) -> int:
     return 0
 
 
-SERVICE_COMMANDS = {"worker": _worker, "submit": _submit, "api": _api}
+def _batch(args) -> int:
+    import os
+
+    from .service.batch import run_batch
+    from .service.http import ApiClient
+
+    token = args.token or os.environ.get("SONIC_API_TOKEN")
+    if not token:
+        raise SonicInputError("batch needs --token or $SONIC_API_TOKEN.")
+
+    def progress(jobs_done, jobs, frames_done, frames_total):
+        sys.stderr.write(f"\r{jobs_done}/{jobs} clips, {frames_done}/{frames_total} frames")
+        sys.stderr.flush()
+
+    failed = run_batch(ApiClient(args.api, token), args.manifest, args.out_dir, args.priority, progress=progress)
+    sys.stderr.write("\n")
+    print(f"results in {args.out_dir} ({failed} failed)")
+    return 2 if failed else 0
+
+
+def _up(args) -> int:
+    from .service import require_service_deps
+
+    require_service_deps()
+    from .service.local import up
+
+    return up(args.data, args.port, args.jobs, args.device, args.models_dir, args.token)
+
+
+SERVICE_COMMANDS = {"worker": _worker, "submit": _submit, "api": _api, "batch": _batch, "up": _up}
 
 
 class _Terminated(KeyboardInterrupt):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from .conftest import EXAMPLES
-from .service_servers import Redis, SeaweedS3, start_api, start_worker, stop, weed_binary
+from sonic_core.service.local import Redis, SeaweedS3, start_api, start_worker, stop, weed_binary
 
 pytest.importorskip("celery")
 pytest.importorskip("boto3")
@@ -245,3 +245,49 @@ def test_cancel_stops_a_queued_and_a_running_job(service, tmp_path):
     q = service.client.wait(queued.id, timeout=60)
     assert q.state == "cancelled" and q.attempts == 0  # never started
     assert service.client.store.keys("results/") == []
+
+
+def test_up_runs_the_whole_service_and_batch_downloads_a_manifest(tmp_path, models_dir):
+    """`up` (Redis + S3 + worker + API on one machine) and `batch` (a CSV manifest), as a user runs them."""
+    import socket
+    import subprocess
+    import sys
+
+    from sonic_core.service.local import REPO, free_port
+
+    from .evaluate import probe_mp4
+
+    port, token = free_port(), "up-token-" + "q" * 24
+    env = dict(os.environ, SONIC_MODELS_DIR=str(models_dir), PYTHONUNBUFFERED="1")
+    up = subprocess.Popen([sys.executable, "-m", "sonic_core", "up", "--data", str(tmp_path / "svc"), "--port",
+                           str(port), "--token", token, "--device", "cpu"], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert f"http://127.0.0.1:{port}" in "".join(lines) and token in "".join(lines), "".join(lines)
+        clips = tmp_path / "clips"
+        clips.mkdir()
+        _speech(clips / "one.wav", 0.6)
+        _speech(clips / "two.wav", 1.0)
+        shutil.copy(FACE, clips / "face.jpg")
+        (clips / "manifest.csv").write_text("image,audio,out,min_resolution,seed\n"
+                                            "face.jpg,one.wav,first.mp4,96,1\n"
+                                            "face.jpg,two.wav,,96,\n")
+        batch = subprocess.run([sys.executable, "-m", "sonic_core", "batch", str(clips / "manifest.csv"), "--api",
+                                f"http://127.0.0.1:{port}", "--token", token, "--out-dir", str(tmp_path / "out")],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert batch.returncode == 0, batch.stderr
+        results = [json.loads(x) for x in (tmp_path / "out" / "batch_results.jsonl").read_text().splitlines()]
+        assert [r["state"] for r in results] == ["done", "done"]
+        assert results[0]["out"] == str(tmp_path / "out" / "first.mp4")
+        for r, seconds in zip(results, (0.6, 1.0)):
+            assert abs(probe_mp4(r["out"])["video_frames"] / 25.0 - seconds) <= 0.04 + 1e-9
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+    with pytest.raises(OSError):  # the API (and with it the rest) is gone
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
