@@ -37,6 +37,7 @@ class Job:
     created: float = 0.0
     started: float = 0.0
     finished: float = 0.0
+    render_s: float = 0.0  # seconds the engine took (the rest of started..finished is transfers)
     cancel: bool = False
 
     @property

@@ -148,13 +148,16 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
                 raise SonicInputError(f"The job's input '{key}' is not in the store (deleted or expired); "
                                       "submit the job again.") from None
         out = os.path.join(tmp, "result.mp4")
+        t_render = time.perf_counter()
         try:
             result = generate(image, audio, out, job.config(), device=ctx.device, model_dir=ctx.models_dir,
                               progress=progress, analyzer=ctx.analyzer())
         except SonicInputError as e:  # name the job's inputs, not this worker's temporary copies
             raise SonicInputError(str(e).replace(image, job.image_key).replace(audio, job.audio_key)) from None
+        render_s = time.perf_counter() - t_render
         store.put_file(job.result_key, result.path)
-    book.update(job_id, state="done", frames_done=result.frames, frames_total=result.frames, finished=time.time())
+    book.update(job_id, state="done", frames_done=result.frames, frames_total=result.frames, finished=time.time(),
+                render_s=round(render_s, 4))
     log.info("job %s done: %d frames in %.1f s", job_id, result.frames, time.time() - book.get(job_id).started)
     return "done"
 
