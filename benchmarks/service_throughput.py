@@ -14,7 +14,6 @@ import json
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from sonic_core.service.client import Client  # noqa: E402
 from sonic_core.service.local import Redis, start_worker, stop  # noqa: E402
-
-
-def speech_clip(path: Path, seconds: float) -> Path:
-    from sonic_core.audio import load_audio
-
-    clip = load_audio(REPO / "assets" / "speech.wav")
-    x = np.resize(clip.mono(), int(seconds * clip.sample_rate))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(clip.sample_rate)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+from tests.speech import shipped_speech  # noqa: E402
 
 
 def in_process(image, audio, settings, device, n: int) -> dict:
@@ -106,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sonic-bench-"))
-    image, audio = REPO / "assets" / "grace_hopper.jpg", speech_clip(tmp / "speech.wav", args.seconds)
+    image, audio = REPO / "assets" / "grace_hopper.jpg", shipped_speech(tmp / "speech.wav", args.seconds)
     settings = {"min_resolution": args.res}
     results = {"res": args.res, "clip_s": args.seconds, "device": args.device}
     results["in_process"] = in_process(image, audio, settings, args.device, max(4, args.clips // 2))

@@ -108,3 +108,20 @@ def write_audio(path, samples: np.ndarray, sample_rate: int, codec: str = "pcm_s
             out.mux(st.encode(f))
         out.mux(st.encode(None))
     return path
+
+
+def shipped_speech(path, seconds: float) -> str:
+    """The shipped speech sample (assets/speech.wav, a real voice) cut or repeated to `seconds`, as a WAV."""
+    import wave
+    from pathlib import Path
+
+    from sonic_core.audio import load_audio
+
+    clip = load_audio(Path(__file__).resolve().parent.parent / "assets" / "speech.wav")
+    x = np.resize(clip.mono(), int(seconds * clip.sample_rate))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(clip.sample_rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    return path

@@ -8,13 +8,21 @@ import os
 import shutil
 import signal
 import time
-import wave
 
 import numpy as np
 import pytest
 
+from sonic_core.service.local import (
+    Redis,
+    SeaweedS3,
+    start_api,
+    start_worker,
+    stop,
+    weed_binary,
+)
+
 from .conftest import EXAMPLES
-from sonic_core.service.local import Redis, SeaweedS3, start_api, start_worker, stop, weed_binary
+from .speech import shipped_speech as _speech
 
 pytest.importorskip("celery")
 pytest.importorskip("boto3")
@@ -69,22 +77,6 @@ def service(request, redis, s3, tmp_path, models_dir):
     yield svc
     for p in workers:
         stop(p)
-
-
-def _speech(path, seconds: float, rate: int = 16000):
-    """A real recording cut or repeated to `seconds` (the shipped speech sample)."""
-    from sonic_core.audio import load_audio
-
-    clip = load_audio(EXAMPLES / "speech.wav")
-    mono = clip.mono()
-    n = int(seconds * clip.sample_rate)
-    x = np.resize(mono, n)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(clip.sample_rate)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def _duration_of(client, job_id, tmp_path) -> float:

@@ -126,7 +126,11 @@ class S3Store:
             self.s3.create_bucket(Bucket=self.bucket)
 
     def _call(self, fn, *a, **kw):
-        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
 
         try:
             return fn(*a, **kw)
