@@ -124,6 +124,9 @@ def _add_service_commands(sub) -> None:
     a.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
     a.add_argument("--port", type=int, default=8000)
     a.add_argument("--max-upload-mb", type=float, default=200.0, help="Largest request (image + audio), MB.")
+    a.add_argument("--ttl-days", type=float, default=7.0,
+                   help="Inputs and results older than this are deleted (hourly sweep; 0 = never, e.g. when a "
+                        "bucket lifecycle rule does it). Job records expire after 7 days.")
     b = sub.add_parser("batch", help="Submit a CSV/JSONL manifest through the HTTP API and download the results.")
     b.add_argument("manifest", help="CSV (header row) or JSONL: image, audio, optional out, any setting as a column.")
     b.add_argument("--api", required=True, help="The API's base URL, e.g. http://127.0.0.1:8000.")
@@ -202,7 +205,7 @@ def _api(args) -> int:
     require_service_deps()
     from .service.api import serve
 
-    serve(args.queue, args.store, args.tokens, args.host, args.port, args.max_upload_mb)
+    serve(args.queue, args.store, args.tokens, args.host, args.port, args.max_upload_mb, args.ttl_days)
     return 0
 
 

@@ -283,3 +283,46 @@ def test_up_runs_the_whole_service_and_batch_downloads_a_manifest(tmp_path, mode
         assert up.wait(60) == 0
     with pytest.raises(OSError):  # the API (and with it the rest) is gone
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_storage_expiry_and_atomic_folder_writes(s3, tmp_path):
+    """Both stores: old objects go (the API's hourly sweep), new ones stay; keys cannot escape."""
+    from sonic_core.service.storage import LocalStore, open_store
+
+    src = tmp_path / "x.bin"
+    src.write_bytes(b"x" * 1000)
+    for store in (LocalStore(tmp_path / "store"), open_store(s3.store_url("texpiry"))):
+        store.put_file("results/old.mp4", src)
+        store.put_file("results/new.mp4", src)
+        if isinstance(store, LocalStore):
+            old = time.time() - 10 * 86400
+            os.utime(tmp_path / "store" / "results" / "old.mp4", (old, old))
+            assert store.expire("results/", 7 * 86400) == 1
+            assert store.keys() == ["results/new.mp4"]
+        else:  # S3 objects cannot be back-dated: everything is younger than a second
+            assert store.expire("results/", 3600) == 0 and store.expire("results/", 0) == 2
+            assert store.keys() == []
+        for bad in ("../x", "/etc/passwd", "a//b", "a/./b"):
+            with pytest.raises(ValueError):
+                store.put_file(bad, src)
+    assert not [p for p in (tmp_path / "store").rglob(".put-*")]  # no temporary file left
+
+
+def test_transient_failures_are_retried_with_backoff_then_reported(service, tmp_path, models_dir):
+    """A worker whose store cannot take the result: the job is tried 1 + 3 times (1, 2, 4 s apart), then
+    fails with the reason, and no result object exists."""
+    from sonic_core.service.client import Client
+    from sonic_core.service.local import start_worker
+
+    root = tmp_path / "ro-store"
+    client = Client(service.redis.url, root.as_uri())
+    job = client.submit(FACE, _speech(tmp_path / "a.wav", 0.4), SMALL)
+    (root / "results").write_text("a file where the results folder should be")  # every upload fails
+    p = start_worker(service.redis.url, root.as_uri(), "w1", models_dir, tmp_path / "w1.log")
+    try:
+        done = client.wait(job.id, timeout=300)
+    finally:
+        stop(p)
+    assert done.state == "failed" and done.attempts == 4 and "4 tries" in done.error, done
+    assert done.finished - done.created >= 1 + 2 + 4  # the backoff
+    assert (root / "results").is_file()  # no result object

@@ -171,9 +171,37 @@ def create_app(client: Client, tokens: list[str], max_upload_mb: float = MAX_UPL
     return app
 
 
+def start_expiry(client: Client, ttl_days: float, every_s: float = 3600.0):
+    """A daemon thread deleting inputs and results older than `ttl_days`, now and every `every_s`
+    (job records expire in Redis on their own). Servers without lifecycle rules need this; on AWS
+    a bucket lifecycle rule can do it instead (then pass ttl_days 0 to turn this off)."""
+    import logging
+    import threading
+
+    log = logging.getLogger("sonic_core.service")
+    stop = threading.Event()
+
+    def sweep():
+        while True:
+            try:
+                n = sum(client.store.expire(prefix, ttl_days * 86400.0) for prefix in ("jobs/", "results/", "uploads/"))
+                if n:
+                    log.info("expired %d objects older than %g days", n, ttl_days)
+            except Exception as e:  # noqa: BLE001 - the store may be down for a while; try again later
+                log.warning("expiry sweep failed: %s", e)
+            if stop.wait(every_s):
+                return
+
+    if ttl_days > 0:
+        threading.Thread(target=sweep, name="sonic-expiry", daemon=True).start()
+    return stop
+
+
 def serve(queue: str, store: str, tokens: str | None, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = MAX_UPLOAD_MB) -> None:
+          max_upload_mb: float = MAX_UPLOAD_MB, ttl_days: float = 7.0) -> None:
     import uvicorn
 
-    app = create_app(Client(queue, store), load_tokens(tokens), max_upload_mb)
+    client = Client(queue, store)
+    app = create_app(client, load_tokens(tokens), max_upload_mb)
+    start_expiry(client, ttl_days)
     uvicorn.run(app, host=host, port=port, log_level="info")
