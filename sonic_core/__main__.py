@@ -184,6 +184,8 @@ def _submit(args) -> int:
     require_service_deps()
     from .service.client import Client
 
+    if args.out and not args.wait:
+        raise SonicInputError("--out needs --wait (the result is downloaded once the job is done).")
     client = Client(args.queue, args.store)
     job = client.submit(args.image, args.audio, _settings_from(args.set), priority=args.priority)
     print(job.id)

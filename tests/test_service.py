@@ -109,8 +109,10 @@ def test_twenty_jobs_through_the_api_finish_with_correct_durations_in_s3(service
     for j, seconds in zip(jobs, lengths):
         view = api.get(j["id"])
         assert view["frames_done"] == view["frames_total"] == int(np.ceil(seconds * 25 - 1e-6))
-        video = api.download(view["result_url"], tmp_path / f"{j['id']}.mp4")  # a presigned S3 URL
+        video = api.download(view["result_url"], tmp_path / f"{j['id']}.mp4")  # through the API, with the token
         assert abs(probe_mp4(video)["video_frames"] / 25.0 - seconds) <= 0.04 + 1e-9
+    direct = api.download(view["download_url"], tmp_path / "direct.mp4")  # presigned, straight from S3
+    assert direct.read_bytes() == video.read_bytes()
     assert service.client.store.keys("results/") == sorted(f"results/{j['id']}.mp4" for j in jobs)
     # Another token sees none of it; a finished job's DELETE removes its result.
     other = ApiClient(api.base, TOKEN_B)
@@ -122,8 +124,9 @@ def test_twenty_jobs_through_the_api_finish_with_correct_durations_in_s3(service
     with pytest.raises(ApiError) as e:
         other.delete(jobs[0]["id"])
     assert e.value.status == 404
-    api.delete(jobs[0]["id"])
+    assert api.delete(jobs[0]["id"])["state"] == "deleted"
     assert f"results/{jobs[0]['id']}.mp4" not in service.client.store.keys("results/")
+    assert api.get(jobs[0]["id"])["result_url"] is None
 
 
 def test_api_refuses_without_token_too_large_uploads_and_bad_settings(service, tmp_path):
@@ -146,6 +149,14 @@ def test_api_refuses_without_token_too_large_uploads_and_bad_settings(service, t
     with pytest.raises(ApiError) as e:
         api.submit(FACE, big, SMALL)
     assert e.value.status == 413
+    import http.client
+
+    conn = http.client.HTTPConnection(base.split("//")[1], timeout=30)  # chunked: no Content-Length to check
+    head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    conn.request("POST", "/v1/jobs", body=iter([head] + [b"x" * 65536] * 40), encode_chunked=True,
+                 headers={"Authorization": f"Bearer {TOKEN_A}", "Content-Type": "multipart/form-data; boundary=b"})
+    assert conn.getresponse().status == 413
+    conn.close()
     small = _speech(tmp_path / "a.wav", 0.5)
     with pytest.raises(ApiError) as e:
         api.submit(FACE, small, {"min_resolution": 8})

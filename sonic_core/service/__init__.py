@@ -2,7 +2,9 @@
 
 An optional extra (`pip install -r requirements-service.txt`, or `pip install .[service]`): a
 ComfyUI install never pulls it. Parts: storage.py (S3 or a folder), jobs.py (job records in
-Redis), tasks.py (the Celery task and warm worker), client.py (submit, follow, download).
+Redis), tasks.py (the Celery task and warm worker), client.py (submit, follow, download), api.py
+(the HTTP API), http.py (its client), batch.py (a manifest through the API), local.py (the
+servers on one machine: `up`, and the tests).
 """
 from __future__ import annotations
 

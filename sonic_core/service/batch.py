@@ -67,32 +67,45 @@ def run_batch(api: ApiClient, manifest: str | Path, out_dir: str | Path, priorit
             item["error"] = e.detail
             print(f"row {i + 1} ({item['image'].name}, {item['audio'].name}): refused: {e.detail}", file=sys.stderr)
     pending, failed = set(jobs), sum("error" in it for it in items)
-    while pending:
-        frames_done = frames_total = 0
-        for job_id in sorted(pending):
-            view = api.get(job_id)
-            item = jobs[job_id]
-            item["view"] = view
-            if view["state"] == "done":
-                name = item["out"] or f"{Path(item['image']).stem}_{Path(item['audio']).stem}_{job_id[:8]}.mp4"
-                item["path"] = str(api.download(view["result_url"], out_dir / name))
-                pending.discard(job_id)
-            elif view["state"] in ("failed", "cancelled"):
-                failed += 1
-                print(f"{job_id} ({item['image'].name}, {item['audio'].name}): {view['state']}: {view['error']}",
-                      file=sys.stderr)
-                pending.discard(job_id)
-        for item in jobs.values():
-            v = item.get("view") or {}
-            frames_done += v.get("frames_done", 0)
-            frames_total += max(v.get("frames_total", 0), v.get("frames_done", 0))
-        if progress is not None:
-            progress(len(jobs) - len(pending), len(jobs), frames_done, frames_total)
-        if pending:
-            time.sleep(poll_s)
-    with open(out_dir / "batch_results.jsonl", "w") as f:
-        for job_id, item in jobs.items():
-            v = item.get("view", {})
-            f.write(json.dumps({"id": job_id, "image": str(item["image"]), "audio": str(item["audio"]),
-                                "state": v.get("state"), "error": v.get("error", ""), "out": item.get("path")}) + "\n")
+    try:
+        while pending:
+            for job_id in sorted(pending):
+                item = jobs[job_id]
+                try:
+                    view = api.get(job_id)
+                except (ApiError, OSError) as e:  # the API restarting, a network blip: ask again next round
+                    if isinstance(e, ApiError) and e.status in (401, 403, 404):
+                        item["view"] = {"state": "failed", "error": str(e)}
+                        failed += 1
+                        pending.discard(job_id)
+                    continue
+                item["view"] = view
+                if view["state"] == "done":
+                    name = item["out"] or f"{Path(item['image']).stem}_{Path(item['audio']).stem}_{job_id[:8]}.mp4"
+                    try:
+                        item["path"] = str(api.download(view["result_url"], out_dir / name))
+                    except (ApiError, OSError, ValueError) as e:
+                        print(f"{job_id}: download failed ({e}); will retry", file=sys.stderr)
+                        continue
+                    pending.discard(job_id)
+                elif view["state"] in ("failed", "cancelled", "deleted"):
+                    failed += 1
+                    print(f"{job_id} ({item['image'].name}, {item['audio'].name}): {view['state']}: {view['error']}",
+                          file=sys.stderr)
+                    pending.discard(job_id)
+            if progress is not None:
+                views = [it.get("view") or {} for it in jobs.values()]
+                frames_done = sum(v.get("frames_done", 0) for v in views)
+                frames_total = sum(max(v.get("frames_total", 0), v.get("frames_done", 0)) for v in views)
+                progress(len(jobs) - len(pending), len(jobs), frames_done, frames_total)
+            if pending:
+                time.sleep(poll_s)
+    finally:  # also when interrupted: what finished so far is listed
+        with open(out_dir / "batch_results.jsonl", "w") as f:
+            for item in items:
+                v = item.get("view", {})
+                job_id = next((k for k, it in jobs.items() if it is item), None)
+                f.write(json.dumps({"id": job_id, "image": str(item["image"]), "audio": str(item["audio"]),
+                                    "state": v.get("state", "refused" if "error" in item else None),
+                                    "error": v.get("error", item.get("error", "")), "out": item.get("path")}) + "\n")
     return failed

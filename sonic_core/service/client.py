@@ -8,14 +8,14 @@ from pathlib import Path
 from ..errors import SonicInputError, check_input_file
 from .jobs import FINAL, PRIORITIES, Job, JobBook, new_job_id, validate_settings
 from .storage import Store, open_store
-from .tasks import DEFAULT_VISIBILITY_TIMEOUT_S, enqueue, make_app
+from .tasks import enqueue, make_app
 
 
 class Client:
     """Jobs on the queue at `queue` (redis://...) with inputs and results in `store`."""
 
-    def __init__(self, queue: str, store: str | Store, visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_S):
-        self.app = make_app(queue, visibility_timeout)
+    def __init__(self, queue: str, store: str | Store):
+        self.app = make_app(queue)
         self.book = JobBook(queue)
         self.store = open_store(store) if isinstance(store, str) else store
 

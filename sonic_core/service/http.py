@@ -67,17 +67,21 @@ class ApiClient:
                     yield event, json.loads(line[6:])
 
     def download(self, url: str, path: str | os.PathLike) -> Path:
-        """Fetch a result URL (as the API gave it) to `path`, written whole (temporary name, then rename)."""
+        """Fetch a result to `path`, written whole (temporary name, then rename): the API's own
+        `result_url` (sent with the token) or a presigned `download_url` (http(s) only)."""
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        headers = {"Authorization": f"Bearer {self.token}"} if url.startswith(self.base + "/") else {}
         path = Path(path)
         tmp = path.with_name(f".{path.name}.download")
-        if url.startswith("file://"):
-            import shutil
-            from urllib.parse import unquote, urlparse
-
-            shutil.copyfile(unquote(urlparse(url).path), tmp)
-        else:
-            with urllib.request.urlopen(url, timeout=self.timeout) as r, open(tmp, "wb") as f:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout) as r, \
+                    open(tmp, "wb") as f:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
-        os.replace(tmp, path)
+            os.replace(tmp, path)
+        except urllib.error.HTTPError as e:
+            raise ApiError(e.code, e.read().decode(errors="replace")) from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return path

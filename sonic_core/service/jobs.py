@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..config import GenerateConfig
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-FINAL = ("done", "failed", "cancelled")
+STATES = ("queued", "running", "done", "failed", "cancelled", "deleted")
+FINAL = ("done", "failed", "cancelled", "deleted")  # never left once reached
 PRIORITIES = {"interactive": 0, "batch": 9}  # Celery on Redis: 0 is served first
 RECORD_TTL_S = 7 * 24 * 3600  # records (and, by `expire`, objects) are kept a week
 
@@ -101,6 +101,27 @@ class JobBook:
         enc = {k: self._field(v) for k, v in fields.items()}
         self.r.hset(self._key(job_id), mapping=enc)
 
+    def transition(self, job_id: str, allowed: tuple[str, ...], **fields) -> bool:
+        """Set `fields` only if the job's state is one of `allowed` (compare-and-set): a finished,
+        failed, cancelled or deleted job never goes back, whatever a late or duplicate run does."""
+        import redis
+
+        key = self._key(job_id)
+        enc = {k: self._field(v) for k, v in fields.items()}
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.hget(key, "state") not in allowed:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, mapping=enc)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
     def incr_attempts(self, job_id: str) -> int:
         return int(self.r.hincrby(self._key(job_id), "attempts", 1))
 
@@ -111,11 +132,10 @@ class JobBook:
         return self.r.hget(self._key(job_id), "cancel") == "1"
 
     def request_cancel(self, job_id: str) -> None:
-        """Mark a job cancelled: a queued one never starts, a running one stops at its next chunk."""
+        """Mark a job cancelled: a queued one never starts, a running one stops at its next check
+        (between stages, and at every rendered chunk)."""
         self.update(job_id, cancel=True)
-        job = self.get(job_id)
-        if job is not None and job.state == "queued":
-            self.update(job_id, state="cancelled", finished=time.time())
+        self.transition(job_id, ("queued",), state="cancelled", finished=time.time())
 
     @staticmethod
     def _field(v) -> str:

@@ -113,12 +113,12 @@ class SeaweedS3:
 
 
 def start_worker(queue: str, store: str, name: str, models_dir: str | None, log: Path, jobs: int = 1,
-                 visibility_timeout: float = 3600.0, device: str | None = "cpu") -> subprocess.Popen:
+                 visibility_timeout: float | None = None, device: str | None = "cpu") -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if models_dir:
         env["SONIC_MODELS_DIR"] = str(models_dir)
     cmd = [sys.executable, "-m", "sonic_core", "worker", "--queue", queue, "--store", store, "--jobs", str(jobs),
-           "--name", name, "--visibility-timeout", str(visibility_timeout)]
+           "--name", name] + (["--visibility-timeout", str(visibility_timeout)] if visibility_timeout else [])
     return subprocess.Popen(cmd + (["--device", device] if device else []), cwd=REPO, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 

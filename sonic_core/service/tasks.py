@@ -86,31 +86,41 @@ class WorkerContext:
         return a
 
 
+ACTIVE = ("queued", "running")
+
+
 def _render_task(task, job_id: str) -> str:
     ctx: WorkerContext = task.app.sonic
+    book = ctx.book
     try:
         return run_job(ctx, job_id)
     except Cancelled:
-        ctx.book.update(job_id, state="cancelled", finished=time.time())
+        book.transition(job_id, ACTIVE, state="cancelled", finished=time.time())
         return "cancelled"
     except SonicInputError as e:  # the user's to fix: no retry
-        ctx.book.update(job_id, state="failed", error=str(e), finished=time.time())
+        book.transition(job_id, ACTIVE, state="failed", error=str(e), finished=time.time())
         return "failed"
     except Exception as e:  # noqa: BLE001 - transient (storage, Redis, GPU memory) or unexpected: retried
         retries = task.request.retries
         if retries >= MAX_RETRIES:
             log.exception("job %s failed after %d tries", job_id, retries + 1)
-            ctx.book.update(job_id, state="failed", finished=time.time(),
+            book.transition(job_id, ACTIVE, state="failed", finished=time.time(),
                             error=f"failed after {retries + 1} tries: {type(e).__name__}: {e}")
             return "failed"
         delay = min(60.0, 2.0 ** retries)
         log.warning("job %s: %s: %s; retry %d in %.0f s", job_id, type(e).__name__, e, retries + 1, delay)
-        ctx.book.update(job_id, state="queued", error=f"retrying after {type(e).__name__}: {e}")
+        if not book.transition(job_id, ("running",), state="queued",
+                               error=f"retrying after {type(e).__name__}: {e}"):
+            return "final"  # finished, cancelled or deleted meanwhile (a duplicate run): nothing to retry
         raise task.retry(exc=e, countdown=delay) from None
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> str:
-    """Render one job: inputs from the store, the MP4 to its one result key, the record kept current."""
+    """Render one job: inputs from the store, the MP4 to its one result key, the record kept current.
+
+    Every state change is a compare-and-set (JobBook.transition): a job that is done, failed,
+    cancelled or deleted stays so whatever a duplicate delivery does.
+    """
     from .. import generate
 
     book, store = ctx.book, ctx.store
@@ -119,15 +129,21 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         log.warning("job %s has no record (expired or deleted): dropped", job_id)
         return "missing"
     if job.cancel:
-        book.update(job_id, state="cancelled", finished=job.finished or time.time())
-        return "cancelled"
-    if job.state == "done" and store.exists(job.result_key):
-        return "done"  # delivered again after it finished: nothing to do
-    if job.state in FINAL and job.state != "done":
-        return job.state
-    book.update(job_id, state="running", worker=ctx.name, started=time.time(), error="")
+        raise Cancelled()
+    if job.state in FINAL:
+        return job.state  # delivered again after it ended: nothing to do
+    if job.attempts > MAX_RETRIES:  # every earlier try took its worker down (killed, out of memory, ...)
+        book.transition(job_id, ACTIVE, state="failed", finished=time.time(),
+                        error=f"the worker running it died {job.attempts} times (out of memory? a crash?)")
+        return "failed"
+    if not book.transition(job_id, ACTIVE, state="running", worker=ctx.name, started=time.time(), error=""):
+        return "final"
     book.incr_attempts(job_id)
     last = [0.0]
+
+    def check_cancel() -> None:
+        if book.cancel_requested(job_id):
+            raise Cancelled()
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
@@ -135,8 +151,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             return
         last[0] = now
         book.update(job_id, frames_done=done, frames_total=total)
-        if book.cancel_requested(job_id):
-            raise Cancelled()
+        check_cancel()
 
     with tempfile.TemporaryDirectory(prefix="sonic-job-") as tmp:
         image = os.path.join(tmp, "image" + PurePosixPath(job.image_key).suffix)
@@ -147,6 +162,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             except KeyError:
                 raise SonicInputError(f"The job's input '{key}' is not in the store (deleted or expired); "
                                       "submit the job again.") from None
+        check_cancel()
         out = os.path.join(tmp, "result.mp4")
         t_render = time.perf_counter()
         try:
@@ -155,10 +171,14 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         except SonicInputError as e:  # name the job's inputs, not this worker's temporary copies
             raise SonicInputError(str(e).replace(image, job.image_key).replace(audio, job.audio_key)) from None
         render_s = time.perf_counter() - t_render
+        check_cancel()
         store.put_file(job.result_key, result.path)
-    book.update(job_id, state="done", frames_done=result.frames, frames_total=result.frames, finished=time.time(),
-                render_s=round(render_s, 4))
-    log.info("job %s done: %d frames in %.1f s", job_id, result.frames, time.time() - book.get(job_id).started)
+    if not book.transition(job_id, ACTIVE, state="done", frames_done=result.frames, frames_total=result.frames,
+                           finished=time.time(), render_s=round(render_s, 4)):
+        if book.cancel_requested(job_id) or (book.get(job_id) or job).state == "deleted":
+            store.delete(job.result_key)  # cancelled or deleted while it uploaded: leave nothing
+        return "final"
+    log.info("job %s done: %d frames, %.1f s in the engine", job_id, result.frames, render_s)
     return "done"
 
 
