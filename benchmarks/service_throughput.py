@@ -41,17 +41,36 @@ def in_process(image, audio, settings, device, n: int) -> dict:
     return {"clips": n, "wall_s": round(wall, 2), "clips_per_min": round(60 * n / wall, 1)}
 
 
+def wait_all(client, job_ids, procs, logs, timeout: float = 900.0):
+    """Wait for the jobs, failing fast (with the workers' log tails) when a worker process dies."""
+    t_end, out = time.monotonic() + timeout, {}
+    while len(out) < len(job_ids):
+        for p, log in zip(procs, logs):
+            if p.poll() is not None:
+                raise RuntimeError(f"worker exited with {p.returncode}:\n{Path(log).read_text(errors='replace')[-3000:]}")
+        for j in job_ids:
+            if j not in out:
+                job = client.get(j)
+                if job.state in ("done", "failed", "cancelled"):
+                    out[j] = job
+        if time.monotonic() > t_end:
+            tails = "\n".join(Path(log).read_text(errors="replace")[-2000:] for log in logs)
+            raise TimeoutError(f"{len(job_ids) - len(out)} jobs unfinished after {timeout:.0f} s:\n{tails}")
+        time.sleep(0.01)
+    return [out[j] for j in job_ids]
+
+
 def run_config(redis_url, store, image, audio, settings, workers: int, jobs: int, n: int, device, log_dir) -> dict:
     client = Client(redis_url, store)
-    procs = [start_worker(redis_url, store, f"b{workers}x{jobs}-{i}", None, log_dir / f"w{workers}x{jobs}-{i}.log",
-                          jobs, device=device) for i in range(workers)]
+    logs = [log_dir / f"w{workers}x{jobs}-{i}.log" for i in range(workers)]
+    procs = [start_worker(redis_url, store, f"b{workers}x{jobs}-{i}", None, logs[i], jobs, device=device)
+             for i in range(workers)]
     try:
-        warm = [client.submit(image, audio, settings) for _ in range(workers * jobs)]
-        for j in warm:
-            assert client.wait(j.id, timeout=600).state == "done"
+        warm = [client.submit(image, audio, settings).id for _ in range(workers * jobs)]
+        assert all(d.state == "done" for d in wait_all(client, warm, procs, logs, 300))
         t0 = time.time()
-        batch = [client.submit(image, audio, settings) for _ in range(n)]
-        done = [client.wait(j.id, timeout=1800) for j in batch]
+        batch = [client.submit(image, audio, settings).id for _ in range(n)]
+        done = wait_all(client, batch, procs, logs)
         wall = max(d.finished for d in done) - t0
         assert all(d.state == "done" for d in done), [d.error for d in done]
         render = [d.render_s for d in done]
@@ -65,15 +84,16 @@ def run_config(redis_url, store, image, audio, settings, workers: int, jobs: int
 def overhead(redis_url, store, image, audio, settings, device, log_dir, n: int = 5) -> dict:
     """One idle worker, jobs one at a time: submit -> start, and finish -> visible to a polling client."""
     client = Client(redis_url, store)
-    p = start_worker(redis_url, store, "overhead", None, log_dir / "overhead.log", 1, device=device)
+    log = log_dir / "overhead.log"
+    p = start_worker(redis_url, store, "overhead", None, log, 1, device=device)
     try:
-        client.wait(client.submit(image, audio, settings).id, timeout=600)
+        wait_all(client, [client.submit(image, audio, settings).id], [p], [log], 300)
         to_start, after = [], []
         for _ in range(n):
             t = time.time()
             job = client.submit(image, audio, settings)
             submitted = time.time()
-            d = client.wait(job.id, timeout=600, poll=0.01)
+            d = wait_all(client, [job.id], [p], [log], 300)[0]
             seen = time.time()
             to_start.append(d.started - submitted)
             after.append(seen - d.started - d.render_s)  # upload + record + polling, beyond the engine
@@ -91,6 +111,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=12, help="Timed clips per configuration.")
     ap.add_argument("--configs", default="1x1,1x2,1x4,2x2", help="WORKERSxJOBS, comma-separated.")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--logs", default=None, help="Folder for the workers' logs (default: a temporary one).")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sonic-bench-"))
     image, audio = REPO / "assets" / "grace_hopper.jpg", shipped_speech(tmp / "speech.wav", args.seconds)
@@ -98,15 +119,17 @@ def main() -> None:
     results = {"res": args.res, "clip_s": args.seconds, "device": args.device}
     results["in_process"] = in_process(image, audio, settings, args.device, max(4, args.clips // 2))
     print("in-process", results["in_process"], flush=True)
+    log_dir = Path(args.logs) if args.logs else tmp
+    log_dir.mkdir(parents=True, exist_ok=True)
     redis = Redis(tmp / "redis").start()
     store = (tmp / "store").as_uri()
     try:
-        results["overhead"] = overhead(redis.url, store, image, audio, settings, args.device, tmp)
+        results["overhead"] = overhead(redis.url, store, image, audio, settings, args.device, log_dir)
         print("overhead", results["overhead"], flush=True)
         results["service"] = []
         for spec in args.configs.split(","):
             w, k = (int(v) for v in spec.split("x"))
-            r = run_config(redis.url, store, image, audio, settings, w, k, args.clips, args.device, tmp)
+            r = run_config(redis.url, store, image, audio, settings, w, k, args.clips, args.device, log_dir)
             print("service", r, flush=True)
             results["service"].append(r)
     finally:
