@@ -170,7 +170,7 @@ def _settings_from(pairs: list[str]) -> dict:
 def _worker(args) -> int:
     from .service import require_service_deps
 
-    require_service_deps()
+    require_service_deps(args.store)
     from .service.tasks import DEFAULT_VISIBILITY_TIMEOUT_S, run_worker
 
     run_worker(args.queue, args.store, jobs=args.jobs, device=args.device, models_dir=args.models_dir,
@@ -181,7 +181,7 @@ def _worker(args) -> int:
 def _submit(args) -> int:
     from .service import require_service_deps
 
-    require_service_deps()
+    require_service_deps(args.store)
     from .service.client import Client
 
     if args.out and not args.wait:
@@ -204,7 +204,7 @@ def _submit(args) -> int:
 def _api(args) -> int:
     from .service import require_service_deps
 
-    require_service_deps()
+    require_service_deps(args.store, api=True)
     from .service.api import serve
 
     serve(args.queue, args.store, args.tokens, args.host, args.port, args.max_upload_mb, args.ttl_days)
@@ -234,7 +234,7 @@ def _batch(args) -> int:
 def _up(args) -> int:
     from .service import require_service_deps
 
-    require_service_deps()
+    require_service_deps(api=True)
     from .service.local import up
 
     return up(args.data, args.port, args.jobs, args.device, args.models_dir, args.token)

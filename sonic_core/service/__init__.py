@@ -8,17 +8,24 @@ servers on one machine: `up`, and the tests).
 """
 from __future__ import annotations
 
-SERVICE_MODULES = {"celery": "celery[redis]", "redis": "redis", "boto3": "boto3", "fastapi": "fastapi",
-                   "uvicorn": "uvicorn", "multipart": "python-multipart"}
+QUEUE_MODULES = {"celery": "celery[redis]", "redis": "redis"}
+S3_MODULES = {"boto3": "boto3"}
+API_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
 
 
-def require_service_deps() -> None:
-    """A clear error when the service extra is not installed."""
+def require_service_deps(store: str | None = None, api: bool = False) -> None:
+    """A clear error when what this command needs of the service extra is not installed: the queue
+    always, boto3 for an s3:// store, the web stack for the API."""
     import importlib.util
 
     from ..errors import SonicInputError
 
-    missing = [pkg for mod, pkg in SERVICE_MODULES.items() if importlib.util.find_spec(mod) is None]
+    need = dict(QUEUE_MODULES)
+    if store is None or str(store).startswith("s3:"):
+        need.update(S3_MODULES)
+    if api:
+        need.update(API_MODULES)
+    missing = [pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None]
     if missing:
         raise SonicInputError(f"The job service needs {', '.join(missing)}: pip install -r requirements-service.txt "
                               "(or pip install '.[service]').")
