@@ -136,7 +136,7 @@ def start_api(queue: str, store: str, tokens: list[str], log: Path, max_upload_m
 
 
 def up(data_dir: str | os.PathLike, port: int = 8000, jobs: int = 1, device: str | None = None,
-       models_dir: str | None = None, token: str | None = None) -> int:
+       models_dir: str | None = None, token: str | None = None, workers: int = 1) -> int:
     """The whole service on this machine (Redis, S3, one worker, the API) until Ctrl-C or SIGTERM."""
     import secrets
 
@@ -149,7 +149,9 @@ def up(data_dir: str | os.PathLike, port: int = 8000, jobs: int = 1, device: str
         redis = Redis(data / "redis").start()  # its append-only file keeps queued jobs across restarts
         s3 = SeaweedS3(data / "s3").start()
         store = s3.store_url()
-        procs.append(start_worker(redis.url, store, "local", models_dir, data / "worker.log", jobs, device=device))
+        for i in range(max(1, int(workers))):
+            procs.append(start_worker(redis.url, store, f"local{i}", models_dir, data / f"worker{i}.log", jobs,
+                                      device=device))
         api, url = start_api(redis.url, store, [token], data / "api.log", port=port)
         procs.append(api)
         print(f"Sonic job service on {url} (logs and data in {data})\n"

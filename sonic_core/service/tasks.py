@@ -1,8 +1,9 @@
 """The render task on Celery, and the worker that runs it with warm models.
 
 Why Celery on Redis (the README has the longer version): a worker is one process that keeps
-torch, the face models and the encoders warm and runs K jobs at once in threads (K jobs
-sharing one GPU, the MIG case), with late acknowledgement: a message is removed from Redis
+torch, the face models and the encoders warm (it can also run K jobs at once in threads, though
+more throughput per GPU comes from more worker processes: the CPU-side stages share one
+interpreter), with late acknowledgement: a message is removed from Redis
 only after its job finished, so a worker killed mid-job (kill -9, a lost node) leaves it
 unacknowledged and another worker takes it up once `visibility_timeout` has passed. Retries
 with backoff, priorities and task routing are built in, and Redis is the one server it needs.
