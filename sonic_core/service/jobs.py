@@ -122,6 +122,21 @@ class JobBook:
                 except redis.WatchError:
                     continue
 
+    # Heartbeats of running jobs: a sorted set, job id -> last beat (epoch seconds).
+    def beat(self, job_ids) -> None:
+        ids = list(job_ids)
+        if ids:
+            self.r.zadd("sonic:running", {j: time.time() for j in ids})
+
+    def unbeat(self, job_id: str) -> None:
+        self.r.zrem("sonic:running", job_id)
+
+    def last_beat(self, job_id: str) -> float | None:
+        return self.r.zscore("sonic:running", job_id)
+
+    def stale(self, older_than_s: float) -> list[str]:
+        return list(self.r.zrangebyscore("sonic:running", "-inf", time.time() - older_than_s))
+
     def incr_attempts(self, job_id: str) -> int:
         return int(self.r.hincrby(self._key(job_id), "attempts", 1))
 

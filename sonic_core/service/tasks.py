@@ -33,6 +33,9 @@ QUEUE = "sonic"
 MAX_RETRIES = 3
 DEFAULT_VISIBILITY_TIMEOUT_S = 4 * 3600.0  # longer than the longest job (else it would run twice)
 PROGRESS_EVERY_S = 0.5
+HEARTBEAT_S = 2.0  # a worker marks its running jobs alive this often (from its own thread)
+STALE_S = 20.0  # a running job without a beat this long lost its worker: it is queued again
+REAP_EVERY_S = 5.0
 
 
 class Cancelled(Exception):
@@ -72,6 +75,7 @@ class WorkerContext:
     device: str | None = None
     models_dir: str | None = None
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    running: set = field(default_factory=set)  # job ids this process is rendering
     _local: threading.local = field(default_factory=threading.local)
 
     def analyzer(self):
@@ -88,6 +92,38 @@ class WorkerContext:
 
 
 ACTIVE = ("queued", "running")
+
+
+def recover_lost_jobs(app, book: JobBook, stale_s: float = STALE_S) -> list[str]:
+    """Queue again the running jobs whose worker stopped beating (killed, lost node, cut off).
+
+    Faster than the broker's own redelivery, which waits out the visibility timeout (hours, to
+    stay above the longest job). The compare-and-set lets one worker win; the old message,
+    when Redis restores it later, finds the job done and does nothing.
+    """
+    requeued = []
+    for job_id in book.stale(stale_s):
+        job = book.get(job_id)
+        if job is not None and book.transition(job_id, ("running",), state="queued",
+                                               error="its worker stopped; queued again"):
+            enqueue(app, job_id, job.priority)
+            requeued.append(job_id)
+            log.warning("job %s: its worker (%s) stopped; queued again", job_id, job.worker)
+        book.unbeat(job_id)
+    return requeued
+
+
+def _keep_alive(app, ctx: "WorkerContext", stop: threading.Event) -> None:
+    """This worker's heartbeat for its running jobs, and the search for jobs other workers lost."""
+    last_reap = 0.0
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            ctx.book.beat(ctx.running.copy())
+            if time.monotonic() - last_reap > REAP_EVERY_S:
+                last_reap = time.monotonic()
+                recover_lost_jobs(app, ctx.book)
+        except Exception as e:  # noqa: BLE001 - Redis away for a moment: beat again next time
+            log.warning("heartbeat: %s", e)
 
 
 def _render_task(task, job_id: str) -> str:
@@ -122,9 +158,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
     Every state change is a compare-and-set (JobBook.transition): a job that is done, failed,
     cancelled or deleted stays so whatever a duplicate delivery does.
     """
-    from .. import generate
-
-    book, store = ctx.book, ctx.store
+    book = ctx.book
     job = book.get(job_id)
     if job is None:
         log.warning("job %s has no record (expired or deleted): dropped", job_id)
@@ -137,9 +171,25 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         book.transition(job_id, ACTIVE, state="failed", finished=time.time(),
                         error=f"the worker running it died {job.attempts} times (out of memory? a crash?)")
         return "failed"
+    beat = book.last_beat(job_id)
+    if job.state == "running" and beat is not None and time.time() - beat < STALE_S:
+        return "running elsewhere"  # a redelivered message while its worker is alive
     if not book.transition(job_id, ACTIVE, state="running", worker=ctx.name, started=time.time(), error=""):
         return "final"
     book.incr_attempts(job_id)
+    ctx.running.add(job_id)
+    book.beat([job_id])
+    try:
+        return _render(ctx, job, job_id)
+    finally:
+        ctx.running.discard(job_id)
+        book.unbeat(job_id)
+
+
+def _render(ctx: WorkerContext, job, job_id: str) -> str:
+    from .. import generate
+
+    book, store = ctx.book, ctx.store
     last = [0.0]
 
     def check_cancel() -> None:
@@ -191,6 +241,8 @@ def run_worker(queue: str, store: str, jobs: int = 1, device: str | None = None,
     app.sonic = WorkerContext(book=JobBook(queue), store=open_store(store), device=device, models_dir=models_dir)
     if name:
         app.sonic.name = name
+    stop = threading.Event()
+    threading.Thread(target=_keep_alive, args=(app, app.sonic, stop), name="sonic-heartbeat", daemon=True).start()
     argv = ["worker", "--pool=threads", f"--concurrency={int(jobs)}", f"--queues={QUEUE}", f"--loglevel={loglevel}",
             "--without-gossip", "--without-mingle", f"--hostname={app.sonic.name}@%h"]
     app.worker_main(argv)
