@@ -139,9 +139,10 @@ def _add_service_commands(sub) -> None:
     u.add_argument("--data", default="sonic-service", help="Folder for the queue's and the store's data and logs.")
     u.add_argument("--port", type=int, default=8000)
     u.add_argument("--workers", type=int, default=1,
-                   help="Worker processes (sharing the device; on a GPU 4 processes gave ~1.9x one's clips/min).")
+                   help="Worker processes per device (several per GPU add throughput: see README).")
     u.add_argument("--jobs", type=int, default=1, help="Jobs each worker runs at once (threads).")
-    u.add_argument("--device", default=None)
+    u.add_argument("--device", default=None,
+                   help="Device of the workers; several, comma-separated (cuda:0,cuda:1), start --workers on each.")
     u.add_argument("--models-dir", default=None)
     u.add_argument("--token", default=None, help="API token (default: $SONIC_API_TOKENS' first, else a new one).")
     s = sub.add_parser("submit", help="Queue one job (job service); with --wait, follow it and download the result.")

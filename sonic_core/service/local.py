@@ -149,9 +149,13 @@ def up(data_dir: str | os.PathLike, port: int = 8000, jobs: int = 1, device: str
         redis = Redis(data / "redis").start()  # its append-only file keeps queued jobs across restarts
         s3 = SeaweedS3(data / "s3").start()
         store = s3.store_url()
-        for i in range(max(1, int(workers))):
-            procs.append(start_worker(redis.url, store, f"local{i}", models_dir, data / f"worker{i}.log", jobs,
-                                      device=device))
+        # `device` may list several (cuda:0,cuda:1): `workers` processes on each.
+        devices = [d.strip() for d in device.split(",") if d.strip()] if device else [None]
+        for d_i, dev in enumerate(devices):
+            for i in range(max(1, int(workers))):
+                name = f"local{d_i}-{i}" if len(devices) > 1 else f"local{i}"
+                procs.append(start_worker(redis.url, store, name, models_dir, data / f"worker-{name}.log", jobs,
+                                          device=dev))
         api, url = start_api(redis.url, store, [token], data / "api.log", port=port)
         procs.append(api)
         print(f"Sonic job service on {url} (logs and data in {data})\n"
