@@ -272,3 +272,18 @@ def test_every_numeric_setting_is_checked_against_its_one_declared_range():
         if name in INT_SETTINGS:
             with pytest.raises(SonicInputError, match="whole number"):
                 GenerateConfig(**{name: rng.lo + 0.5}).validate()
+
+
+def test_the_video_gets_the_permissions_of_any_new_file(tmp_path):
+    """The unique temporary file is made owner-only; the finished video must not stay so (a web
+    server or another user of a shared output folder could not read it)."""
+    from sonic_core.video.output import _umask
+    from sonic_core.video.writer import Mp4Writer
+
+    out = tmp_path / "clip.mp4"
+    with Mp4Writer(out, 64, 64, 25) as w:
+        w.write(np.zeros((5, 64, 64, 3), np.uint8))
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert _umask() == mask  # read without setting it, as os.umask reports it

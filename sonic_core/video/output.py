@@ -67,6 +67,18 @@ def check_output(out, inputs=()) -> str:
     return path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 class PartialFile:
     """A new hidden file beside `path` that the video is written to, then renamed onto `path`."""
 
@@ -78,6 +90,9 @@ class PartialFile:
         name = os.path.basename(self.path)
         self.fd, self.tmp_path = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", suffix=f"-{name}{_SUFFIX}",
                                                   dir=folder)
+        # mkstemp makes it owner-only; the video gets the permissions any new file would (umask).
+        if hasattr(os, "fchmod"):
+            os.fchmod(self.fd, 0o666 & ~_umask())
 
     @property
     def open_name(self) -> str:
