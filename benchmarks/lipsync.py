@@ -2,6 +2,9 @@
 
     python benchmarks/lipsync.py [--res 256] [--fps 25] [--models phonetic,loudness] [--quick] [--all-photos]
 
+Tuned clips are espeak-ng voices; held-out clips are flite's voices (another synthesizer with its
+own phone timings, tests/flite_timing.py), printed as a separate table.
+
 For each clip (several voices and languages, fast and slow speech, long pauses) and each motion
 model, the whole public path `sonic_core.pipeline.generate` renders an MP4 on the CPU; FaceMesh
 is re-run on the decoded frames and the mouth opening (inner-lip gap 13-14 over the inter-ocular
@@ -61,6 +64,14 @@ CLIPS = [
     ("de", "de", [("Guten Morgen, wie geht es dir? Ich bin müde, aber mir geht es gut.", 0.0)], 150),
     ("zh", "cmn-latn-pinyin", [("ni3 hao3, wo3 jiao4 xiao3 ming2.", 1.2), ("jin1 tian1 tian1 qi4 hen3 hao3.", 0.0)], 150),
 ]
+# Held out: voices of another synthesizer (flite, `apt-get install flite`) with its own phone timings;
+# the motion model was never tuned on them. Skipped when flite is missing.
+HELD_OUT = [
+    ("flite-slt", "flite:slt", [("Open the big blue box, papa. My mother made fine wafers.", 0.0)], 0),
+    ("flite-rms", "flite:rms", [("The quick brown fox jumps over the lazy dog while Bob makes maps.", 0.0)], 0),
+    ("flite-awb", "flite:awb", [("Maybe we will see.", 1.2), ("Bring me the map, and come back by Monday.", 0.0)], 0),
+    ("flite-kal8k", "flite:kal", [("Please remember to buy bread, milk and apples before the shop closes at nine.", 0.0)], 0),
+]
 PHOTOS = ("grace_hopper.jpg", "astronaut.png")
 
 
@@ -68,7 +79,12 @@ def make_clip(parts, voice, speed, lead=0.5, tail=0.6):
     pieces, phones, t = [], [], lead
     rate = None
     for text, gap in parts:
-        s, rate, ph = speak_with_phonemes(text, voice=voice, speed=speed)
+        if voice.startswith("flite:"):
+            from tests.flite_timing import speak_flite
+
+            s, rate, ph = speak_flite(text, voice.split(":", 1)[1])
+        else:
+            s, rate, ph = speak_with_phonemes(text, voice=voice, speed=speed)
         phones += [Phone(p.start + t, p.end + t, p.ipa) for p in ph]
         pieces.append(s)
         t += len(s) / rate
@@ -202,7 +218,13 @@ def main(argv=None):
     wanted = set(filter(None, args.clips.split(",")))
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="lipsync_"))
-    for ci, (name, voice, parts, speed) in enumerate(CLIPS):
+    from tests.flite_timing import FLITE
+
+    held_out = {c[0] for c in HELD_OUT}
+    clips = CLIPS + (HELD_OUT if FLITE else [])
+    if not FLITE:
+        print("flite not installed: no held-out voices (apt-get install flite)", file=sys.stderr)
+    for ci, (name, voice, parts, speed) in enumerate(clips):
         if wanted and name not in wanted:
             continue
         samples, rate, phones = make_clip(parts, voice, speed)
@@ -228,8 +250,11 @@ def main(argv=None):
                          total_s=dt)
                 rows.append(m)
                 print(fmt_row(m), flush=True)
-    print()
-    print(table(rows))
+    for title, sel in (("tuned (espeak-ng voices)", [r for r in rows if r["clip"] not in held_out]),
+                       ("held out (flite voices, never tuned on)", [r for r in rows if r["clip"] in held_out])):
+        if sel:
+            print(f"\n{title}")
+            print(table(sel))
     return rows
 
 
