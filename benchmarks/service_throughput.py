@@ -43,21 +43,13 @@ def in_process(image, audio, settings, device, n: int) -> dict:
 
 def wait_all(client, job_ids, procs, logs, timeout: float = 900.0):
     """Wait for the jobs, failing fast (with the workers' log tails) when a worker process dies."""
-    t_end, out = time.monotonic() + timeout, {}
-    while len(out) < len(job_ids):
+    def alive():
         for p, log in zip(procs, logs):
             if p.poll() is not None:
                 raise RuntimeError(f"worker exited with {p.returncode}:\n{Path(log).read_text(errors='replace')[-3000:]}")
-        for j in job_ids:
-            if j not in out:
-                job = client.get(j)
-                if job.state in ("done", "failed", "cancelled"):
-                    out[j] = job
-        if time.monotonic() > t_end:
-            tails = "\n".join(Path(log).read_text(errors="replace")[-2000:] for log in logs)
-            raise TimeoutError(f"{len(job_ids) - len(out)} jobs unfinished after {timeout:.0f} s:\n{tails}")
-        time.sleep(0.01)
-    return [out[j] for j in job_ids]
+
+    t_end = time.monotonic() + timeout
+    return [client.wait(j, timeout=max(1.0, t_end - time.monotonic()), poll=0.01, check=alive) for j in job_ids]
 
 
 def run_config(redis_url, store, image, audio, settings, workers: int, jobs: int, n: int, device, log_dir) -> dict:

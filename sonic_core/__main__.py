@@ -103,6 +103,7 @@ def _run(image, audio, out, args) -> int:
 
 def _add_service_commands(sub) -> None:
     """The job service's commands (they need requirements-service.txt)."""
+    from .service import MAX_UPLOAD_MB, TTL_DAYS
     queue_help = "Redis URL of the queue and job records, e.g. redis://127.0.0.1:6379/0."
     store_help = ("Where inputs and results live: a folder (file:///path) or a bucket "
                   "(s3://BUCKET?endpoint=http://host:port; credentials from the AWS environment).")
@@ -125,10 +126,10 @@ def _add_service_commands(sub) -> None:
                    help="Bearer tokens, one per line (each a tenant); default: $SONIC_API_TOKENS, comma-separated.")
     a.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
     a.add_argument("--port", type=int, default=8000)
-    a.add_argument("--max-upload-mb", type=float, default=200.0, help="Largest request (image + audio), MB.")
-    a.add_argument("--ttl-days", type=float, default=7.0,
+    a.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="Largest request (image + audio), MB.")
+    a.add_argument("--ttl-days", type=float, default=TTL_DAYS,
                    help="Inputs and results older than this are deleted (hourly sweep; 0 = never, e.g. when a "
-                        "bucket lifecycle rule does it). Job records expire after 7 days.")
+                        f"bucket lifecycle rule does it). Job records expire after {TTL_DAYS:g} days.")
     b = sub.add_parser("batch", help="Submit a CSV/JSONL manifest through the HTTP API and download the results.")
     b.add_argument("manifest", help="CSV (header row) or JSONL: image, audio, optional out, any setting as a column.")
     b.add_argument("--api", required=True, help="The API's base URL, e.g. http://127.0.0.1:8000.")

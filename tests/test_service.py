@@ -64,7 +64,7 @@ def service(request, redis, s3, tmp_path, models_dir):
             workers.append(p)
             return p
 
-        def api(self, tokens, max_upload_mb: float = 200.0) -> str:
+        def api(self, tokens, max_upload_mb: float | None = None) -> str:
             p, url = start_api(redis.url, store, tokens, tmp_path / "api.log", max_upload_mb)
             workers.append(p)
             return url

@@ -8,6 +8,9 @@ servers on one machine: `up`, and the tests).
 """
 from __future__ import annotations
 
+MAX_UPLOAD_MB = 200.0  # per API request (image + audio); 15 minutes of 48 kHz stereo WAV is ~170 MB
+TTL_DAYS = 7.0  # job records expire after this; the API deletes inputs and results as old
+
 QUEUE_MODULES = {"celery": "celery[redis]", "redis": "redis"}
 S3_MODULES = {"boto3": "boto3"}
 API_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}

@@ -24,6 +24,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import SonicInputError
+from . import MAX_UPLOAD_MB, TTL_DAYS
 from .client import Client
 from .jobs import FINAL
 from .storage import StoreUnavailable
@@ -31,7 +32,6 @@ from .storage import StoreUnavailable
 SSE_KEEPALIVE_S = 15.0  # a comment line this often keeps proxies and clients from timing out
 SSE_MAX_S = 3600.0  # a stream ends after this long; the client reconnects
 
-MAX_UPLOAD_MB = 200.0  # per request (image + audio); 15 minutes of 48 kHz stereo WAV is ~170 MB
 
 
 class BodyLimit:
@@ -280,7 +280,7 @@ def start_expiry(client: Client, ttl_days: float, every_s: float = 3600.0):
 
 
 def serve(queue: str, store: str, tokens: str | None, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = MAX_UPLOAD_MB, ttl_days: float = 7.0) -> None:
+          max_upload_mb: float = MAX_UPLOAD_MB, ttl_days: float = TTL_DAYS) -> None:
     import uvicorn
 
     client = Client(queue, store)

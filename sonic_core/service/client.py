@@ -55,10 +55,13 @@ class Client:
     def cancel(self, job_id: str) -> None:
         self.book.request_cancel(job_id)
 
-    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 0.25, on_progress=None) -> Job:
-        """Block until the job is done, failed or cancelled; `on_progress(job)` on every change."""
+    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 0.25, on_progress=None, check=None) -> Job:
+        """Block until the job is done, failed or cancelled; `on_progress(job)` on every change;
+        `check()` on every poll (it raises to stop waiting, e.g. when a worker it relies on died)."""
         t_end, seen = time.monotonic() + timeout, None
         while True:
+            if check is not None:
+                check()
             job = self.book.get(job_id)
             if job is None:
                 raise KeyError(job_id)

@@ -13,11 +13,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..config import GenerateConfig
+from . import TTL_DAYS
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "deleted")
 FINAL = ("done", "failed", "cancelled", "deleted")  # never left once reached
 PRIORITIES = {"interactive": 0, "batch": 9}  # Celery on Redis: 0 is served first
-RECORD_TTL_S = 7 * 24 * 3600  # records (and, by `expire`, objects) are kept a week
+RECORD_TTL_S = TTL_DAYS * 86400  # records are kept this long (the API's expiry deletes objects as old)
 
 
 @dataclass
@@ -87,9 +88,9 @@ class JobBook:
         job.created = job.created or time.time()
         pipe = self.r.pipeline()
         pipe.hset(self._key(job.id), mapping=self._encode(job))
-        pipe.expire(self._key(job.id), RECORD_TTL_S)
+        pipe.expire(self._key(job.id), int(RECORD_TTL_S))
         pipe.zadd(f"sonic:owner:{job.owner}", {job.id: job.created})
-        pipe.expire(f"sonic:owner:{job.owner}", RECORD_TTL_S)
+        pipe.expire(f"sonic:owner:{job.owner}", int(RECORD_TTL_S))
         pipe.execute()
         return job
 

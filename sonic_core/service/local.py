@@ -123,14 +123,15 @@ def start_worker(queue: str, store: str, name: str, models_dir: str | None, log:
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
-def start_api(queue: str, store: str, tokens: list[str], log: Path, max_upload_mb: float = 200.0,
+def start_api(queue: str, store: str, tokens: list[str], log: Path, max_upload_mb: float | None = None,
               port: int | None = None):
     """`python -m sonic_core api` on a loopback port; returns (process, base URL)."""
     port = port or free_port()
     env = dict(os.environ, SONIC_API_TOKENS=",".join(tokens), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sonic_core", "api", "--queue", queue, "--store", store, "--port", str(port),
-         "--max-upload-mb", str(max_upload_mb)], cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", "sonic_core", "api", "--queue", queue, "--store", store, "--port", str(port)]
+    if max_upload_mb is not None:
+        cmd += ["--max-upload-mb", str(max_upload_mb)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     _wait_port(port, proc, "the API")
     return proc, f"http://127.0.0.1:{port}"
 

@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 
 from ..errors import SonicInputError
 from .jobs import FINAL, PRIORITIES, JobBook
-from .storage import Store, StoreUnavailable, open_store
+from .storage import Store, open_store
 
 log = logging.getLogger("sonic_core.service")
 
@@ -180,16 +180,16 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
     ctx.running.add(job_id)
     book.beat([job_id])
     try:
-        return _render(ctx, job, job_id)
+        return _render(ctx, job)
     finally:
         ctx.running.discard(job_id)
         book.unbeat(job_id)
 
 
-def _render(ctx: WorkerContext, job, job_id: str) -> str:
+def _render(ctx: WorkerContext, job) -> str:
     from .. import generate
 
-    book, store = ctx.book, ctx.store
+    book, store, job_id = ctx.book, ctx.store, job.id
     last = [0.0]
 
     def check_cancel() -> None:
@@ -248,4 +248,4 @@ def run_worker(queue: str, store: str, jobs: int = 1, device: str | None = None,
     app.worker_main(argv)
 
 
-__all__ = ["TASK", "make_app", "enqueue", "run_job", "run_worker", "WorkerContext", "StoreUnavailable"]
+__all__ = ["TASK", "make_app", "enqueue", "run_job", "run_worker", "WorkerContext"]
