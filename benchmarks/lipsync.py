@@ -51,8 +51,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.espeak_timing import (Phone, ipa_is_bilabial, openness_track, speak_with_phonemes,  # noqa: E402
-                                 stop_closures)
+from tests.espeak_timing import ipa_is_bilabial, openness_track  # noqa: E402
+from tests.lipsync_corpus import make_clip  # noqa: E402
 
 CLIPS = [
     # name, voice, [(text, gap_after_s)], speed
@@ -67,32 +67,12 @@ CLIPS = [
 # Held out: voices of another synthesizer (flite, `apt-get install flite`) with its own phone timings;
 # the motion model was never tuned on them. Skipped when flite is missing.
 HELD_OUT = [
-    ("flite-slt", "flite:slt", [("Open the big blue box, papa. My mother made fine wafers.", 0.0)], 0),
-    ("flite-rms", "flite:rms", [("The quick brown fox jumps over the lazy dog while Bob makes maps.", 0.0)], 0),
-    ("flite-awb", "flite:awb", [("Maybe we will see.", 1.2), ("Bring me the map, and come back by Monday.", 0.0)], 0),
-    ("flite-kal8k", "flite:kal", [("Please remember to buy bread, milk and apples before the shop closes at nine.", 0.0)], 0),
+    ("flite-slt", "flite:slt", [("Open the big blue box, papa. My mother made fine wafers.", 0.0)], 150),
+    ("flite-rms", "flite:rms", [("The quick brown fox jumps over the lazy dog while Bob makes maps.", 0.0)], 150),
+    ("flite-awb", "flite:awb", [("Maybe we will see.", 1.2), ("Bring me the map, and come back by Monday.", 0.0)], 150),
+    ("flite-kal8k", "flite:kal", [("Please remember to buy bread, milk and apples before the shop closes at nine.", 0.0)], 150),
 ]
 PHOTOS = ("grace_hopper.jpg", "astronaut.png")
-
-
-def make_clip(parts, voice, speed, lead=0.5, tail=0.6):
-    pieces, phones, t = [], [], lead
-    rate = None
-    for text, gap in parts:
-        if voice.startswith("flite:"):
-            from tests.flite_timing import speak_flite
-
-            s, rate, ph = speak_flite(text, voice.split(":", 1)[1])
-        else:
-            s, rate, ph = speak_with_phonemes(text, voice=voice, speed=speed)
-        phones += [Phone(p.start + t, p.end + t, p.ipa) for p in ph]
-        pieces.append(s)
-        t += len(s) / rate
-        if gap:
-            pieces.append(np.zeros(int(gap * rate), np.float32))
-            t += gap
-    samples = np.concatenate([np.zeros(int(lead * rate), np.float32)] + pieces + [np.zeros(int(tail * rate), np.float32)])
-    return samples, rate, phones
 
 
 def lid_gap(lm):
@@ -195,7 +175,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--fps", type=float, default=25.0)
-    ap.add_argument("--models", default="loudness,phonetic")
+    ap.add_argument("--models", default="loudness,phonetic",
+                    help="motion models to compare: loudness, phonetic, transcript (phonetic with the clip's text)")
     ap.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
     ap.add_argument("--all-photos", action="store_true", help="render every clip on both photos (default: alternate)")
     ap.add_argument("--threads", type=int, default=0)
@@ -227,15 +208,21 @@ def main(argv=None):
     for ci, (name, voice, parts, speed) in enumerate(clips):
         if wanted and name not in wanted:
             continue
-        samples, rate, phones = make_clip(parts, voice, speed)
+        clip = make_clip(name, parts, voice, speed)
+        samples, rate, phones = clip.samples, clip.rate, clip.phones
         wav = tmp / f"{name}.wav"
         write_audio(wav, samples[None], rate)
         photos = PHOTOS if args.all_photos else (PHOTOS[ci % 2],)
         for photo in photos:
             for model in models:
                 def render(out, **kw):
+                    if model == "transcript":  # the phonetic model with the clip's text aligned to it
+                        kw.update(motion_model="phonetic", transcript=" ".join(t for t, _ in parts),
+                                  transcript_language=voice if not voice.startswith("flite:") else "en-us")
+                    else:
+                        kw.update(motion_model=model)
                     return generate(REPO / "assets" / photo, wav, out, min_resolution=args.res, fps=args.fps, device="cpu",
-                                    model_dir=args.models_dir, analyzer=analyzer, motion_model=model, crf=12, **kw)
+                                    model_dir=args.models_dir, analyzer=analyzer, crf=12, **kw)
 
                 out, shut = tmp / f"{name}_{model}_{photo}.mp4", tmp / f"{name}_{model}_{photo}_closed.mp4"
                 t0 = time.perf_counter()
@@ -244,8 +231,7 @@ def main(argv=None):
                 render(shut, dynamic_scale=0.0)  # the lips held together: the closed level, same head motion
                 frames = read_video_frames(out)
                 loud = analyze_speech(samples, rate, args.fps, len(frames)).loudness
-                m = measure(frames, analyzer, phones, loud, args.fps, stop_closures(phones, samples, rate),
-                            read_video_frames(shut))
+                m = measure(frames, analyzer, phones, loud, args.fps, clip.closure_phones, read_video_frames(shut))
                 m.update(clip=name, model=model, photo=photo.split(".")[0], secs=r.seconds, motion_s=r.timings.get("motion", 0.0),
                          total_s=dt)
                 rows.append(m)

@@ -30,6 +30,15 @@ class SonicTH_AudioPreData:
                 "tooltip": "Checkpoint in models/audio_encoders for speech_features wav2vec2/hubert: a single "
                            ".safetensors, or a Hugging Face folder's model.safetensors (its config.json and "
                            "vocab.json are read from the same folder). Visemes need a CTC fine-tune."}),
+            "transcript": ("STRING", {
+                "multiline": True, "default": "",
+                "tooltip": "Optional: what is said (a TTS script, the lines), or the path of a .txt, .srt or .vtt "
+                           "file (subtitle times bound each line). Its phones, aligned to the audio, drive the lips; "
+                           "a transcript that does not match the audio is reported in the console and not used."}),
+            "transcript_language": ("STRING", {
+                "default": "en-us",
+                "tooltip": "Language of the transcript as an espeak-ng voice name: en-us, en-gb, es, de, fr-fr, "
+                           "cmn, ... (needs espeak-ng installed for any language other than English)."}),
             "audio_encoder_output": ("AUDIO_ENCODER_OUTPUT", {
                 "tooltip": "Optional: core Audio Encoder Encode's output for this audio. It has no CTC head, so "
                            "its hidden states are attached as per-frame features and the built-in recogniser "
@@ -38,11 +47,11 @@ class SonicTH_AudioPreData:
 
     @rt.user_errors
     def analyze(self, audio, duration=0.0, fps=25.0, speech_features="builtin", speech_model="none",
-                audio_encoder_output=None):
+                audio_encoder_output=None, transcript="", transcript_language="en-us"):
         from .comfy_io import prepare_speech
 
         sp = prepare_speech(audio, fps=fps, duration=duration or None, speech_features=speech_features,
                             speech_model=rt.speech_model_path(speech_model), encoder_output=audio_encoder_output,
-                            device=rt.device())
+                            device=rt.device(), transcript=transcript or None, transcript_language=transcript_language)
         rt.log.info("Sonic Audio PreData: %d frames, %.2f s at %g fps", sp.frames, sp.seconds, float(fps))
         return (sp, sp.frames, sp.seconds)

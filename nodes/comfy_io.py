@@ -138,7 +138,7 @@ def make_config(**settings) -> GenerateConfig:
     if unknown:
         raise SonicInputError(f"Unknown Sonic setting(s): {', '.join(unknown)}.")
     for k, v in settings.items():
-        if v is None and k not in ("duration", "speech_model"):
+        if v is None and k not in ("duration", "speech_model", "transcript"):
             raise SonicInputError(f"Setting '{k}' is not set; give it a value.")
     return GenerateConfig(**settings).validate()
 
@@ -173,12 +173,14 @@ def face_preview(rig: PreparedFace, max_side: int = 1024) -> np.ndarray:
 
 
 def prepare_speech(audio, fps: float, duration: float | None = None, speech_features: str = "builtin",
-                   speech_model: str | None = None, encoder_output: dict | None = None, device=None) -> SpeechInput:
+                   speech_model: str | None = None, encoder_output: dict | None = None, device=None,
+                   transcript: str | None = None, transcript_language: str = "en-us") -> SpeechInput:
     """AUDIO (or anything sonic_core.audio.load_audio takes) -> SpeechInput; duration None/0 = whole audio.
 
     speech_features/speech_model: a Wav2Vec2/HuBERT CTC checkpoint for the visemes (see
     GenerateConfig); encoder_output: ComfyUI's AUDIO_ENCODER_OUTPUT for this audio (hidden
-    states only: attached as per-frame features, the built-in recogniser keeps the mouth).
+    states only: attached as per-frame features, the built-in recogniser keeps the mouth);
+    transcript: the spoken text or a .txt/.srt/.vtt path, aligned to the audio by the motion model.
     """
     from sonic_core.pipeline import prepare_audio
 
@@ -187,7 +189,8 @@ def prepare_speech(audio, fps: float, duration: float | None = None, speech_feat
     else:
         clip = audio_to_clip(audio)
     cfg = make_config(fps=float(fps), duration=(float(duration) if duration else None),
-                      speech_features=speech_features, speech_model=speech_model)
+                      speech_features=speech_features, speech_model=speech_model, transcript=transcript,
+                      transcript_language=transcript_language)
     model_output = None
     if encoder_output is not None:
         model_output = from_comfy_encoder_output(encoder_output)

@@ -60,6 +60,9 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speech-features", choices=CHOICES["speech_features"], default=d.speech_features,
                    help=docs["speech_features"])
     p.add_argument("--speech-model", default=None, metavar="PATH", help=docs["speech_model"])
+    p.add_argument("--transcript", default=None, metavar="TEXT|FILE", help=docs["transcript"])
+    p.add_argument("--transcript-language", default=d.transcript_language, metavar="LANG",
+                   help=docs["transcript_language"])
     p.add_argument("--motion-model", choices=CHOICES["motion_model"], default=d.motion_model, help=docs["motion_model"])
     p.add_argument("--mouth-painter", choices=CHOICES["mouth_painter"], default=d.mouth_painter, help=docs["mouth_painter"])
     p.add_argument("--alignment-offset", type=float, default=d.alignment_offset, metavar="SECONDS",
@@ -83,7 +86,8 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
         batch_size=args.batch_size, motion_model=args.motion_model, encoder=args.encoder,
         encode_workers=args.encode_workers, speech_features=args.speech_features, speech_model=args.speech_model,
         lip_align=not args.no_lip_align, alignment_offset=args.alignment_offset, auto_align=args.auto_align,
-        smooth_motion=not args.no_smooth, mouth_painter=args.mouth_painter)
+        smooth_motion=not args.no_smooth, mouth_painter=args.mouth_painter, transcript=args.transcript,
+        transcript_language=args.transcript_language)
 
 
 def _run(image, audio, out, args) -> int:
@@ -97,6 +101,8 @@ def _run(image, audio, out, args) -> int:
     ensure_face_models(args.models_dir, log=lambda msg: print(msg, file=sys.stderr))
     result = generate(image, audio, out, cfg, device=args.device, model_dir=args.models_dir,
                       progress=None if args.quiet else _Bar("rendering"))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(result.summary())
     return 0
 

@@ -124,6 +124,10 @@ class GenerateConfig:
     """With lip_align: first measure the mouth's own lead or lag against the speech loudness and cancel it; alignment_offset then applies on top."""
     smooth_motion: bool = True
     """Zero-phase smoothing of head, brows and (lightly, keeping closures shut) the mouth."""
+    transcript: str | None = None
+    """Optional: what is said, as text or the path of a .txt, .srt or .vtt file (subtitle times bound each line). Its phones, aligned to the audio, drive the lips; a transcript that does not match the audio is reported and not used."""
+    transcript_language: str = "en-us"
+    """Language of the transcript, as an espeak-ng voice name: en-us, en-gb, es, de, fr-fr, cmn, ... (espeak-ng --voices lists them)."""
     mouth_painter: str = MOUTH_PAINTERS[0]
     """What fills the mouth when the lips part: 'procedural' (shaded cavity, teeth on a 3-D arch, tongue; the photo's own teeth when it shows them) or 'classic' (the first painter)."""
 
@@ -170,6 +174,21 @@ class GenerateConfig:
         elif self.speech_model is not None:
             raise bad("speech_model", "is only read with speech_features 'wav2vec2' or 'hubert'; set speech_features "
                       "to the model's kind, or leave speech_model empty")
+        if self.transcript is not None and not str(self.transcript).strip():
+            self.transcript = None
+        if self.transcript is not None:
+            if not isinstance(self.transcript, str):
+                raise bad("transcript", f"must be text or the path of a .txt/.srt/.vtt file (got {type(self.transcript).__name__})")
+            if self.motion_model != "phonetic":
+                raise bad("transcript", "drives the phonetic motion model's lip shapes; use motion_model 'phonetic'")
+            if self.speech_features != "builtin":
+                raise bad("transcript", f"and speech_features '{self.speech_features}' both say which phones are "
+                          "spoken; give one of them")
+        lang = str(self.transcript_language or "").strip()
+        if not lang or any(ch.isspace() for ch in lang) or len(lang) > 40:
+            raise bad("transcript_language", f"must be an espeak-ng voice name such as en-us, es or de "
+                      f"(got {self.transcript_language!r})")
+        self.transcript_language = lang
         for name in INT_SETTINGS:
             setattr(self, name, int(getattr(self, name)))
         self.min_resolution = self.min_resolution // 2 * 2

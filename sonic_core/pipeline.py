@@ -45,6 +45,7 @@ class GenerateResult:
     fps: float
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. a transcript that was not used, and why
 
     @property
     def elapsed(self) -> float:
@@ -165,7 +166,12 @@ def prepare_audio(audio, config: GenerateConfig, device: str | torch.device | No
             return clip, speech  # the model's visemes replace the built-in recogniser
     from .audio.phonemes import PhoneJob
 
-    speech.phone_job = PhoneJob(speech.audio_16k)
+    if config.transcript is not None:
+        from .audio.transcript import phonemize, read_transcript
+
+        speech.transcript, speech.transcript_language = read_transcript(config.transcript), config.transcript_language
+        phonemize(speech.transcript[0].text, speech.transcript_language)  # an unknown language fails here, early
+    speech.phone_job = PhoneJob(speech.audio_16k)  # also the fallback when a transcript does not fit
     dev = resolve_device(device)
     if dev.type == "cuda":  # the speech detector runs there too: on the CPU it competed for cores
         speech.vad_device = str(dev)
@@ -234,7 +240,8 @@ def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
     return phonetic_motion(speech.audio_16k, 16000, speech, dynamic_scale=cfg.dynamic_scale,
                            motion_scale=cfg.motion_scale, seed=cfg.seed, blinks=cfg.blinks,
                            phone_job=speech.phone_job, segments=speech.viseme_segments,
-                           vad_device=speech.vad_device)
+                           vad_device=speech.vad_device, transcript=speech.transcript,
+                           transcript_language=speech.transcript_language)
 
 
 class Animator:
@@ -353,4 +360,5 @@ def generate(image, audio, out: str | os.PathLike, config: GenerateConfig | None
     write_mp4(animator, track, clip, out, cfg.crf, cfg.preset, progress)
     lap("render_encode")
     return GenerateResult(path=out, frames=n, seconds=n / cfg.fps, width=animator.width,
-                          height=animator.height, fps=cfg.fps, device=str(dev), timings=timings)
+                          height=animator.height, fps=cfg.fps, device=str(dev), timings=timings,
+                          notes=list(track.notes))

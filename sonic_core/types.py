@@ -7,7 +7,7 @@ Arrays are numpy on the host unless a field says torch; pixel coordinates are
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,6 +75,10 @@ class SpeechFeatures:
     speech_model_features: np.ndarray | None = None  # [num_frames, C] float32 hidden states at the video rate
     speech_model_kind: str | None = None  # "wav2vec2", "hubert" or "comfy" (ComfyUI's audio encoder)
     speech_model_note: str | None = None  # why its visemes cannot drive the mouth (no CTC head, ...); None if they do
+    # The spoken text as audio.transcript.Cue's (prepare_audio reads GenerateConfig.transcript), in
+    # transcript_language; the phonetic model aligns it to the audio and uses it unless it does not fit.
+    transcript: list | None = None
+    transcript_language: str = "en-us"
 
 
 @dataclass
@@ -143,6 +147,7 @@ class MotionTrack:
     brow_raise: np.ndarray  # [N] 0..1
     pucker: np.ndarray | None = None  # [N] 0..1 lip rounding/protrusion (oo, w): narrower, rounder mouth
     lip_tuck: np.ndarray | None = None  # [N] 0..1 lower lip up under the upper teeth (f, v)
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a transcript not used, and why)
 
     def __post_init__(self) -> None:
         n = self.num_frames

@@ -29,13 +29,18 @@ ARPABET_IPA = {
 }
 
 
-def speak_flite(text: str, voice: str = "slt") -> tuple[np.ndarray, int, list[Phone]]:
-    """Synthesize `text` with flite's `voice`: (float32 mono samples, rate, phones with their times)."""
+def speak_flite(text: str, voice: str = "slt", stretch: float = 1.0, f0: float | None = None
+                ) -> tuple[np.ndarray, int, list[Phone]]:
+    """Synthesize `text` with flite's `voice`: (float32 mono samples, rate, phones with their times).
+    `stretch` scales flite's durations (0.7: fast speech, 1.8: drawn-out vowels); `f0` holds the
+    pitch near that many Hz (with `stretch` > 1: a chant, the nearest flite comes to singing)."""
     if FLITE is None:
         raise RuntimeError("flite is not installed (apt-get install flite)")
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "s.wav"
-        out = subprocess.run([FLITE, "-voice", voice, "-t", text, "-o", str(wav), "-psdur"], capture_output=True,
+        out = subprocess.run([FLITE, "-voice", voice, "-t", text, "-o", str(wav), "-psdur",
+                              "--setf", f"duration_stretch={stretch:g}"]
+                             + (["--setf", f"int_f0_target_mean={f0:g}", "--setf", "int_f0_target_stddev=3"] if f0 else []), capture_output=True,
                              text=True, check=True).stdout
         with wave.open(str(wav)) as w:
             rate = w.getframerate()

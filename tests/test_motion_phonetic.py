@@ -17,9 +17,10 @@ FPS = 25.0
 
 
 def _clip(parts, voice="en-us", speed=150):
-    from benchmarks.lipsync import make_clip
+    from tests.lipsync_corpus import make_clip
 
-    return make_clip(parts, voice, speed, lead=0.4, tail=0.4)
+    c = make_clip("clip", parts, voice, speed, lead=0.4, tail=0.4)
+    return c.samples, c.rate, c.phones
 
 
 @pytest.fixture(scope="module")

@@ -100,13 +100,14 @@ def test_auto_align_cancels_a_measured_mouth_delay_on_real_speech():
     delay against the speech loudness and removes it; alignment_offset then applies on top."""
     import dataclasses
 
-    from benchmarks.lipsync import make_clip
+    from tests.lipsync_corpus import make_clip
     from sonic_core.audio.features import analyze_speech
     from sonic_core.motion import phonetic_motion
     from sonic_core.motion.post import estimate_offset, shift_channel
 
-    samples, rate, _ = make_clip([("Bob made a big map, and Pam bought my bike.", 0.4),
-                                  ("Open the blue box.", 0.0)], "en-us", 150)
+    c = make_clip("offset", [("Bob made a big map, and Pam bought my bike.", 0.4), ("Open the blue box.", 0.0)],
+                  "en-us", 150)
+    samples, rate = c.samples, c.rate
     speech = analyze_speech(samples, rate, FPS)
     loud = speech.loudness
     track = phonetic_motion(samples, rate, speech, seed=0)

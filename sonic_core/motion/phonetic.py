@@ -14,10 +14,17 @@ Mouth (scaled by ``dynamic_scale``; 0 = the mouth never moves)
        speech) that the recogniser calls p/b/m or whose release looks labial (low burst, or F2
        rising out of it); see `closure_frames`.
     3. Signal: loudness, voicing and a first-formant proxy (spectral centroid 200-1100 Hz,
-       high for open vowels) give an acoustic opening that works for any language. The jaw is
-       a mix of the phonetic target and the acoustic opening, so Chinese, Spanish or German
-       speech moves the mouth plausibly even where the English recogniser is wrong.
-    Lip width, pucker (rounding) and lip tuck (f/v) come from the visemes only.
+       high for open vowels) give an acoustic opening that works for any language.
+    4. The viseme network (`viseme_net.py`, shipped weights trained on generated speech): per
+       10 ms, how likely each viseme is, from a speaker-normalised spectrogram. Its posterior-
+       weighted shapes carry most of the jaw (`NET_MIX`: the rest is the recognised phones and
+       the acoustic opening), its bilabial posterior closes the lips, and half of lip width,
+       pucker and tuck. It follows voices and recordings the hand-made cues were not tuned on.
+       Without the weights file, the jaw mixes the phonetic target and the acoustic opening.
+    5. Transcript (optional): the user's text, force-aligned to the audio
+       (`audio/transcript.py`), replaces the recognised phones when it fits the audio; a
+       transcript that does not fit is reported in the track's `notes` and not used.
+    Lip width, pucker (rounding) and lip tuck (f/v) come from the visemes (phones and network).
 
 Head, eyes, brows (scaled by ``motion_scale``; 0 = still head, no brow raises)
     Head yaw/pitch/roll and translation = seeded smooth idle noise (never stops, also in
@@ -35,19 +42,29 @@ iterations (see GenerateConfig); motion costs the same for any value.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..audio import vad as vad_mod
 from ..audio.features import resample_mono
 from ..types import MOUTH_CHANNELS, MotionTrack, SpeechFeatures
 from .loudness import _attack_release, _smooth_noise, blink_track
+from . import viseme_net
 from .visemes import VISEMES, visemes_of_phone
 
+log = logging.getLogger(__name__)
 RATE = 16000
 AR = 100  # analysis frames per second
 MAX_JAW = 0.42
 COART_TAU_S = 0.045  # dominance decay outside a segment
 PHONETIC_MIX = 0.3  # share of the phonetic jaw target (the rest is the acoustic opening)
+# With the viseme network (motion/viseme_net.py), the jaw is a mix of the recognised phones',
+# the acoustic opening and the network's (the rest); tuned on espeak-ng voices only.
+NET_MIX = (0.2, 0.3)
+ALIGNED_SHARE = 0.25  # with a fitting transcript: its aligned phones' share (the rest: the network)
+LABIAL_POSTERIOR = 0.5  # an acoustic dip closes the lips where the network's MBP posterior exceeds this
+NET_CLOSURE_FRAMES = 2  # ... and so does a run of this many 10 ms frames where MBP is its first choice (0: off)
 
 
 # ------------------------------------------------------------------ acoustic analysis (100 Hz)
@@ -182,7 +199,7 @@ def _short_gaps(speech: np.ndarray, max_len: int) -> np.ndarray:
     return out
 
 
-def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[int, int]]:
+def closure_frames(segs, n: int, feats: dict, speech: np.ndarray, labial: np.ndarray | None = None) -> list[tuple[int, int]]:
     """10 ms frame ranges where the lips close (p, b, m), from acoustics + the recogniser.
 
     Candidates are level dips inside speech (a stop's closure or a nasal murmur: >= 6 dB
@@ -200,6 +217,8 @@ def closure_frames(segs, n: int, feats: dict, speech: np.ndarray) -> list[tuple[
     for a, b, name in segs:
         if VISEMES[name].closure:
             rec[max(0, int(a * AR) - 4): min(n, int(np.ceil(b * AR)) + 4)] = True
+    if labial is not None:
+        rec |= labial
     sm = np.convolve(db, np.ones(3) / 3, mode="same")
     inner = speech | _short_gaps(speech, MAX_SILENT_CLOSURE)
     out = []
@@ -321,7 +340,8 @@ def head_and_face(feats_v: dict, speech_v: np.ndarray, fps: float, rng: np.rando
 
 # ------------------------------------------------------------------ the model
 def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phones: bool = True,
-            phone_job=None, segments: list | None = None, vad_device=None) -> dict:
+            phone_job=None, segments: list | None = None, vad_device=None, transcript=None,
+            transcript_language: str = "en-us") -> dict:
     """Everything the phonetic model reads from the audio, at 100 Hz (cache-able, seed-free).
 
     `phone_job`: an `audio.phonemes.PhoneJob` already started on this audio (the pipeline
@@ -329,6 +349,10 @@ def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phone
     otherwise one is started here, before the acoustic features and VAD, which then overlap it.
     `segments`: [(start_s, end_s, viseme)] from another recogniser (a Wav2Vec2/HuBERT CTC
     checkpoint, `speech_models`), used instead of pocketsphinx.
+    `transcript`: the spoken text (a string, a path to .txt/.srt/.vtt, or `audio.transcript.Cue`s)
+    in `transcript_language`; its phones are force-aligned to the audio and used instead of
+    recognised ones, unless the alignment shows that the text does not belong to the audio:
+    then the recognised phones are used and `notes` says why.
     """
     from ..audio.phonemes import PhoneJob
 
@@ -345,10 +369,40 @@ def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phone
     prob = np.pad(prob, (0, max(0, n - len(prob))))[:n]
     speech = vad_mod.speech_mask(prob) & (feats["db"] > -75)
     segs = list(segments) if segments is not None and speech.any() else []
-    if phones and phone_job is not None:
+    notes: list[str] = []
+    aligned = None
+    if transcript is not None and speech.any():
+        aligned, note = _align_transcript(x, transcript, transcript_language, speech)
+        notes += [note] if note else []
+    if aligned is not None:
+        segs = _segments_from_phones(aligned)
+    elif phones and phone_job is not None:
         ph = phone_job.result()
         segs = _segments_from_phones(ph) if ph and speech.any() else []
-    return {"feats": feats, "speech": speech, "vad_prob": prob, "segments": segs, "n": n}
+    net = viseme_net.recognizer()
+    post = net.posteriors(x)[:n] if net is not None and speech.any() else None
+    return {"feats": feats, "speech": speech, "vad_prob": prob, "segments": segs, "n": n, "notes": notes,
+            "visemes": post, "aligned": aligned is not None}
+
+
+def _align_transcript(x: np.ndarray, transcript, language: str, speech: np.ndarray):
+    """(aligned phones or None, a note for the user or '')."""
+    from ..audio import transcript as tr
+
+    cues = tr.read_transcript(transcript) if isinstance(transcript, (str, bytes)) else list(transcript)
+    al = tr.align(x, cues, language, speech)
+    if al.ok:
+        return al.phones, ""
+    note = f"transcript not used: {al.reason}; the lips follow the audio alone"
+    log.warning(note)
+    return None, note
+
+
+def net_channels(post: np.ndarray) -> dict[str, np.ndarray]:
+    """Mouth channels at 100 Hz as the posterior-weighted mean of the visemes' targets."""
+    table = np.array([[getattr(VISEMES[v], c) for c in MOUTH_CHANNELS] for v in viseme_net.CLASSES], np.float32)
+    y = post @ table
+    return {c: y[:, i] for i, c in enumerate(MOUTH_CHANNELS)}
 
 
 def mouth_channels(an: dict) -> dict[str, np.ndarray]:
@@ -360,9 +414,31 @@ def mouth_channels(an: dict) -> dict[str, np.ndarray]:
     # but their power lies elsewhere. sqrt(loud * vowel**2) = sqrt(loud) * vowel: linear in it.
     loud = loud * vowel ** 2
     acoustic = MAX_JAW * np.sqrt(loud) * (0.45 + 0.55 * f1) * (0.6 + 0.4 * np.clip(voiced * 1.5, 0, 1))
-    if segs:
-        ch = viseme_channels(segs, n, speech)
-        phon = ch["jaw_open"] * (0.55 + 0.45 * np.sqrt(loud))
+    post = an.get("visemes")
+    ch = viseme_channels(segs, n, speech) if segs else None
+    phon = ch["jaw_open"] * (0.55 + 0.45 * np.sqrt(loud)) if segs else None
+    if post is not None:
+        net = net_channels(post)
+        mbp = post[:, viseme_net.CLASSES.index("MBP")]
+        if ch is None:
+            ch = net
+        else:  # shapes: what the phones say, and what the network hears
+            ch = {c: 0.5 * (ch[c] + net[c]) for c in MOUTH_CHANNELS}
+        if an.get("aligned"):
+            jaw = ALIGNED_SHARE * phon + (1 - ALIGNED_SHARE) * net["jaw_open"]
+        else:
+            w_phon = NET_MIX[0] if phon is not None else 0.0
+            jaw = (w_phon * (phon if phon is not None else 0.0) + NET_MIX[1] * acoustic
+                   + (1 - w_phon - NET_MIX[1]) * net["jaw_open"])
+        jaw = jaw * (1 - mbp)  # the lips meet as surely as the network hears a bilabial
+        closures = closure_frames(segs, n, feats, speech, labial=mbp > LABIAL_POSTERIOR)
+        if NET_CLOSURE_FRAMES:
+            heard = (post.argmax(1) == viseme_net.CLASSES.index("MBP")) & speech
+            closures += [(i, j) for i, j in vad_mod.runs(heard, True) if j - i >= NET_CLOSURE_FRAMES]
+        if an.get("aligned"):  # the text says where the bilabials are: no acoustic dip needed
+            closures += [(int(a * AR), max(int(a * AR) + 1, int(np.ceil(b * AR)))) for a, b, v in segs
+                         if VISEMES[v].closure]
+    elif segs:
         jaw = PHONETIC_MIX * phon + (1 - PHONETIC_MIX) * acoustic
         closures = closure_frames(segs, n, feats, speech)
     else:
@@ -380,13 +456,14 @@ def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures |
                     fps: float | None = None, num_frames: int | None = None, dynamic_scale: float = 1.0,
                     motion_scale: float = 1.0, seed: int = 0, blinks: bool = True,
                     analysis: dict | None = None, phone_job=None, segments: list | None = None,
-                    vad_device=None) -> MotionTrack:
+                    vad_device=None, transcript=None, transcript_language: str = "en-us") -> MotionTrack:
     """Speech waveform -> MotionTrack (see the module docstring). `vad_device`: where the
     speech detector runs (None: the CPU; a GPU job passes its device)."""
     fps = float(speech.fps if speech is not None else fps)
     nv = int(speech.num_frames if speech is not None else num_frames)
     an = analysis if analysis is not None else analyze(mono, sample_rate, phone_job=phone_job, segments=segments,
-                                                       vad_device=vad_device)
+                                                       vad_device=vad_device, transcript=transcript,
+                                                       transcript_language=transcript_language)
     m = mouth_channels(an)
 
     def v(x):
@@ -430,4 +507,5 @@ def phonetic_motion(mono: np.ndarray, sample_rate: int, speech: SpeechFeatures |
         brow_raise=np.clip(brow * 0.6 * ms, 0, 1).astype(np.float32),
         pucker=np.clip(pucker * ds, 0, 1).astype(np.float32),
         lip_tuck=np.clip(tuck * ds, 0, 1).astype(np.float32),
+        notes=list(an.get("notes", [])),
     )

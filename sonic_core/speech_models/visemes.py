@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio.ipa import normalize as normalize_ipa
 from ..errors import SonicInputError
 
 NO_CTC_MESSAGE = (
@@ -99,17 +100,6 @@ _WORD_SEPARATORS = {"|", " ", "▁"}
 
 def _is_special(tok: str) -> bool:
     return (tok.startswith("<") and tok.endswith(">")) or tok in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-
-
-def normalize_ipa(token: str) -> str:
-    """Strip stress (ˈ ˌ), length (ː ˑ), ties (͡ ͜), diacritics (̃ ̩ ̯ ...), modifier letters (ʰ ʲ ʷ)
-    and punctuation, keeping the base symbols: "ˈaːɪ̯" -> "aɪ", "t͡ʃ" -> "tʃ", "œ̃" -> "œ"."""
-    out = []
-    for ch in unicodedata.normalize("NFD", token):
-        cat = unicodedata.category(ch)
-        if cat.startswith("L") and cat != "Lm":
-            out.append(ch)
-    return "".join(out)
 
 
 def ipa_to_visemes(token: str) -> tuple[str, ...]:
