@@ -5,6 +5,8 @@ that names the setting and the accepted range, so callers never see a deep trace
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import asdict, dataclass, fields
 
 from .errors import SonicInputError
@@ -174,18 +176,22 @@ class GenerateConfig:
         elif self.speech_model is not None:
             raise bad("speech_model", "is only read with speech_features 'wav2vec2' or 'hubert'; set speech_features "
                       "to the model's kind, or leave speech_model empty")
-        if self.transcript is not None and not str(self.transcript).strip():
+        if isinstance(self.transcript, os.PathLike):
+            self.transcript = os.fspath(self.transcript)
+        if self.transcript is not None and not isinstance(self.transcript, str):
+            raise bad("transcript", f"must be text or the path of a .txt/.srt/.vtt file (got {type(self.transcript).__name__})")
+        if self.transcript is not None and not self.transcript.strip():
             self.transcript = None
+        if self.transcript is None and not self.transcript_language:
+            self.transcript_language = "en-us"
         if self.transcript is not None:
-            if not isinstance(self.transcript, str):
-                raise bad("transcript", f"must be text or the path of a .txt/.srt/.vtt file (got {type(self.transcript).__name__})")
             if self.motion_model != "phonetic":
                 raise bad("transcript", "drives the phonetic motion model's lip shapes; use motion_model 'phonetic'")
             if self.speech_features != "builtin":
                 raise bad("transcript", f"and speech_features '{self.speech_features}' both say which phones are "
                           "spoken; give one of them")
         lang = str(self.transcript_language or "").strip()
-        if not lang or any(ch.isspace() for ch in lang) or len(lang) > 40:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9+_-]{0,39}", lang):
             raise bad("transcript_language", f"must be an espeak-ng voice name such as en-us, es or de "
                       f"(got {self.transcript_language!r})")
         self.transcript_language = lang

@@ -234,6 +234,9 @@ def make_motion(speech: SpeechFeatures, cfg: GenerateConfig) -> MotionTrack:
         if speech.viseme_segments is not None:
             raise SonicInputError("The speech model's visemes drive the phonetic motion model; set motion_model to "
                                   "'phonetic', or analyse the audio without a speech model.")
+        if speech.transcript is not None:
+            raise SonicInputError("A transcript drives the phonetic motion model's lip shapes; set motion_model to "
+                                  "'phonetic', or analyse the audio without a transcript.")
         return loudness_motion(speech, cfg.dynamic_scale, cfg.motion_scale, cfg.seed, cfg.blinks)
     from .motion import phonetic_motion
 

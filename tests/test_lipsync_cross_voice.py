@@ -54,6 +54,19 @@ def test_subtitles_are_read_with_their_times(tmp_path):
     assert tr.read_transcript("  Hello   there. ") == [tr.Cue("Hello there.")]
     with pytest.raises(SonicInputError, match="empty"):
         tr.read_transcript("   ")
+    # No blank line between cues, annotations, a speaker label, a dialogue dash; a trailing newline on a path.
+    messy = tmp_path / "messy.srt"
+    messy.write_text("1\n00:00:01,000 --> 00:00:02,000\n[Music] ♪ Hello there\n2\n00:00:02,500 --> 00:00:03,000\n"
+                     "JOHN: - General Kenobi (laughs)\n", encoding="utf-8")
+    assert [(c.text, c.start) for c in tr.read_transcript(f"{messy}\n")] == [("Hello there", 1.0), ("General Kenobi", 2.5)]
+    assert tr.read_transcript("~approximately ten people came") == [tr.Cue("~approximately ten people came")]
+    with pytest.raises(SonicInputError, match="lines.txt' does not exist"):
+        tr.read_transcript(str(tmp_path / "lines.txt"))
+    from sonic_core.service.jobs import validate_settings
+
+    with pytest.raises(SonicInputError, match="not a file path"):
+        validate_settings({"transcript": "/etc/hostname.txt"})
+    assert validate_settings({"transcript": "Hello there."})["transcript"] == "Hello there."
 
 
 def test_transcript_aligns_a_held_out_voice(held_out_clip):
@@ -121,6 +134,15 @@ def test_viseme_network_ships_and_refuses_foreign_files(tmp_path, caplog):
     with safe_open(str(vn.WEIGHTS), "pt") as f:
         meta = f.metadata()
     assert meta["format"] == vn.FORMAT and float(meta["validation_frame_accuracy"]) > 0.7
+    # Frames depend on their +-0.3 s only: any split of a long clip into blocks gives the same posteriors.
+    from tests.lipsync_corpus import TUNING_TEXT
+    from sonic_core.audio.features import resample_mono
+
+    clip = make_clip("long", [(t, 0.3) for t in TUNING_TEXT[:3]], "en-us")
+    x = resample_mono(clip.samples, clip.rate, 16000)
+    rec = vn.VisemeRecognizer(model)
+    whole, blocks = rec.posteriors(x, block=10 ** 6), rec.posteriors(x, block=97)
+    assert whole.shape == (int(np.ceil(len(x) / 160)), len(vn.CLASSES)) and np.abs(whole - blocks).max() < 1e-4
     foreign = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(3)}, str(foreign), metadata={"format": "something-else"})
     broken = tmp_path / "broken.safetensors"
@@ -128,3 +150,16 @@ def test_viseme_network_ships_and_refuses_foreign_files(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert vn.load(foreign) is None and vn.load(broken) is None and vn.load(tmp_path / "missing.safetensors") is None
     assert caplog.text.count("cannot be used") == 2 and "missing" in caplog.text
+
+
+def test_ipa_vowels_get_the_same_mouth_shape_on_both_paths():
+    """A transcript's IPA (espeak-ng -> ARPAbet -> viseme) and a CTC model's IPA (speech_models)
+    give every IPA vowel the same first mouth shape."""
+    from sonic_core.audio.ipa import to_arpabet
+    from sonic_core.motion.visemes import visemes_of_phone
+    from sonic_core.speech_models.visemes import _IPA_VOWELS, ipa_to_visemes
+
+    for v in _IPA_VOWELS:
+        arp = to_arpabet(v)
+        assert arp and visemes_of_phone(arp[0])[0] == ipa_to_visemes(v)[0], (v, arp)
+    assert to_arpabet("ˈaːɪ̯") == ("AY",) and to_arpabet("t͡ʃ") == ("CH",) and to_arpabet("o\u200dʊ") == ("OW",)

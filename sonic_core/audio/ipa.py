@@ -5,7 +5,9 @@ transcript phonemized by espeak-ng into IPA is mapped here onto the nearest Engl
 by height, backness and rounding (what shapes the mouth), consonants by place and manner. Sounds
 English lacks map to their closest English neighbour (a trilled r to R, a front rounded [y] to UW,
 a bilabial fricative [β] to B), which keeps the lips right: the mapping is for mouth shapes and
-alignment, not for pronunciation.
+alignment, not for pronunciation. Vowels map to the ARPAbet phone whose viseme is the one
+`speech_models.visemes.ipa_to_visemes` gives the same IPA vowel (tests/test_lipsync_cross_voice.py
+checks that they agree).
 """
 from __future__ import annotations
 
@@ -20,15 +22,15 @@ _MULTI = {
 }
 _SINGLE = {
     # vowels
-    "i": "IY", "ɪ": "IH", "ᵻ": "IH", "ɨ": "IH", "y": "UW", "ʏ": "UH", "e": "EY", "ɛ": "EH", "æ": "AE",
+    "i": "IY", "ɪ": "IH", "ᵻ": "IH", "ɨ": "IH", "y": "UW", "ʏ": "UH", "e": "EH", "ɛ": "EH", "æ": "AE",
     "a": "AA", "ä": "AA", "ɐ": "AH", "ə": "AH", "ɜ": "ER", "ɚ": "ER", "ɝ": "ER", "ʌ": "AH", "ɑ": "AA",
-    "ɒ": "AO", "ɔ": "AO", "o": "OW", "ø": "UW", "œ": "AH", "ɶ": "AA", "u": "UW", "ʊ": "UH", "ɯ": "UW",
-    "ɤ": "AH", "ɵ": "ER", "ɘ": "AH",
+    "ɒ": "AO", "ɔ": "AO", "ɞ": "AO", "ᵿ": "UH", "o": "OW", "ø": "OW", "œ": "AO", "ɶ": "AO", "u": "UW", "ʊ": "UH", "ɯ": "IY", "ʉ": "UW",
+    "ɤ": "AH", "ɵ": "OW", "ɘ": "AH",
     # consonants
     "p": "P", "b": "B", "m": "M", "ɓ": "B", "ʙ": "B", "ɸ": "F", "β": "B", "f": "F", "v": "V", "ɱ": "M",
     "ʋ": "V", "θ": "TH", "ð": "DH", "t": "T", "d": "D", "n": "N", "s": "S", "z": "Z", "ɾ": "D", "r": "R",
     "ɹ": "R", "ɻ": "R", "l": "L", "ɫ": "L", "ɬ": "L", "ɮ": "L", "ʃ": "SH", "ʒ": "ZH", "ɕ": "SH", "ʑ": "ZH",
-    "ʂ": "SH", "ʐ": "ZH", "ʈ": "T", "ɖ": "D", "ɳ": "N", "ɭ": "L", "c": "K", "ɟ": "G", "ɲ": "N", "ç": "HH",
+    "ʂ": "SH", "ɧ": "SH", "ʐ": "ZH", "ʈ": "T", "ɖ": "D", "ɳ": "N", "ɭ": "L", "c": "K", "ɟ": "G", "ɲ": "N", "ç": "HH",
     "ʝ": "Y", "j": "Y", "ʎ": "L", "k": "K", "g": "G", "ɡ": "G", "ŋ": "NG", "x": "HH", "ɣ": "G", "q": "K",
     "ɢ": "G", "χ": "HH", "ʁ": "R", "ʀ": "R", "ħ": "HH", "ʕ": "HH", "h": "HH", "ɦ": "HH", "ʔ": "SIL",
     "w": "W", "ɥ": "W", "ʍ": "W", "ɰ": "W",

@@ -167,13 +167,18 @@ class PhoneJob:
             t0 = a / RATE
             for word, f0, f1, prob in segs:
                 name = word.upper().rstrip("012")
-                if name in _SILENCE_TOKENS:
+                if name in SILENCE_TOKENS:
                     name = "SIL"
-                elif name in _NOISE_TOKENS:
+                elif name in NOISE_TOKENS:
                     name = "NOISE"
                 out.append(PhoneSegment(name, t0 + f0 / FRAME_RATE, min(t0 + (f1 + 1) / FRAME_RATE, b / RATE), prob))
         self._finish(out)
         return out
+
+    def cancel(self) -> None:
+        """Stop decoding (its result is not needed, e.g. a transcript was aligned instead)."""
+        if not self._done:
+            self._finish(None)
 
     def _finish(self, result):
         self._result, self._done, self._pieces, self._futures, self._x = result, True, [], [], None
@@ -182,8 +187,8 @@ class PhoneJob:
             self._pool = None
 
 
-_SILENCE_TOKENS = {"<S>", "</S>", "<SIL>", "SIL", "+BREATH+", "+NSN+"}
-_NOISE_TOKENS = {"+SPN+", "+COUGH+", "+NOISE+", "+UM+", "+UH+"}
+SILENCE_TOKENS = {"<S>", "</S>", "<SIL>", "SIL", "+BREATH+", "+NSN+"}
+NOISE_TOKENS = {"+SPN+", "+COUGH+", "+NOISE+", "+UM+", "+UH+"}
 _WORKER = os.path.abspath(phone_decoder.__file__)
 
 

@@ -10,7 +10,8 @@ the weaker path: the aligner only has to decide *when* each known phone is spoke
    `ipa.to_arpabet` maps to the English phone set. Without espeak-ng, English words are looked
    up in pocketsphinx's CMU dictionary.
 3. `align`: pocketsphinx's Viterbi alignment of that phone sequence against its bundled en-us
-   acoustic model, one cue at a time. For other languages this is an acoustic alignment
+   acoustic model, one cue at a time, in a child process (`workers/phone_decoder.py --align`: the
+   search holds the GIL, which would stall the renderer and other jobs' threads). For other languages this is an acoustic alignment
    through the nearest English phones: coarse phone identities, but the timing of vowels,
    closures and pauses, which is what the mouth needs.
 
@@ -22,12 +23,12 @@ or detected speech left over in the alignment's silences (missing sentences) eac
 """
 from __future__ import annotations
 
-import math
+import functools
+import logging
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +36,15 @@ import numpy as np
 
 from ..errors import SonicInputError
 from .ipa import to_arpabet
-from .phonemes import PhoneSegment
+from .phonemes import NOISE_TOKENS, SILENCE_TOKENS, PhoneSegment
 
+log = logging.getLogger(__name__)
 RATE = 16000
 FRAME_RATE = 100
-ALIGN_BEAM = 1e-120  # synthetic or accented speech scores far below the model's training data
 MARGIN_S = 0.3  # audio around each subtitle cue that its alignment may use
+MAX_PIECE_S = 120.0  # longest stretch aligned at once (the alignment's memory grows with its length squared)
+MAX_CHARS = 200_000  # longest transcript accepted
+FILE_SUFFIXES = (".txt", ".srt", ".vtt")
 # Mismatch limits (calibrated on the tuned espeak-ng voices, matched vs. shuffled and wrong-language text):
 SCORE_RATIO = 3.5  # the alignment's acoustic cost per frame, over free phone recognition's
 SCORE_GAP = 1.5e-3  # ... and at least this much worse (natural log per frame)
@@ -72,47 +76,84 @@ def _seconds(m: re.Match) -> float:
     return int(h or 0) * 3600 + int(mi) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000.0
 
 
+_ANNOTATION = re.compile(r"<[^>]*>|\{[^}]*\}|\[[^\]]*\]|\([^)]*\)|[♪♫]|^\s*-\s+|^\s*[A-Z][A-Z .'-]{0,30}:\s+",
+                         re.MULTILINE)
+
+
+def _clean_cue(lines: list[str]) -> str:
+    """Spoken words of a cue: markup, [sound] and (aside) annotations, music notes, dialogue dashes and
+    SPEAKER: labels removed."""
+    text = "\n".join(ln.strip() for ln in lines)
+    for _ in range(3):  # "JOHN: - Hi": each removal can expose another at the line's start
+        text = "\n".join(ln.strip() for ln in _ANNOTATION.sub(" ", text).split("\n"))
+    return " ".join(text.split())
+
+
 def parse_subtitles(text: str) -> list[Cue]:
-    """Cues of an SRT or WebVTT file (markup tags and speaker labels removed)."""
+    """Cues of an SRT or WebVTT file, in time order. A cue is its timing line and the lines after it
+    up to the next timing line (a blank line is not needed; an SRT index before a timing line is dropped)."""
     cues: list[Cue] = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = [ln for ln in block.strip().split("\n") if ln.strip()]
-        for k, ln in enumerate(lines):
-            if "-->" in ln:
-                times = list(_TIME.finditer(ln))
-                if len(times) < 2:
-                    break
-                body = " ".join(lines[k + 1:])
-                body = " ".join(re.sub(r"<[^>]*>|\{[^}]*\}", " ", body).split())
-                if body:
-                    cues.append(Cue(body, _seconds(times[0]), _seconds(times[1])))
-                break
-    return cues
+    start = end = None
+    body: list[str] = []
+
+    def flush():
+        words = _clean_cue(body)
+        if start is not None and words and end > start:
+            cues.append(Cue(words, start, end))
+
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        times = list(_TIME.finditer(line)) if "-->" in line else []
+        if len(times) >= 2:
+            if body and body[-1].strip().isdigit():
+                body.pop()  # the next cue's SRT index
+            flush()
+            start, end, body = _seconds(times[0]), _seconds(times[1]), []
+        elif start is not None and line.strip() and not line.strip().upper().startswith(("NOTE", "STYLE")):
+            body.append(line.strip())
+    if body and body[-1].strip().isdigit():
+        body.pop()
+    flush()
+    return sorted(cues, key=lambda c: c.start)
 
 
-def read_transcript(value: str) -> list[Cue]:
-    """`value` is a path (.txt, .srt, .vtt) or the text itself."""
-    text, suffix = value, ""
-    if len(value) < 4096 and "\n" not in value:
-        p = Path(value).expanduser()
+def looks_like_path(value) -> bool:
+    """Whether `read_transcript` takes `value` for a file: a path object, or one line ending in .txt/.srt/.vtt."""
+    if isinstance(value, os.PathLike):
+        return True
+    v = str(value).strip()
+    return "\n" not in v and len(v) < 4096 and v.lower().endswith(FILE_SUFFIXES)
+
+
+def read_transcript(value) -> list[Cue]:
+    """`value` is the text itself, or the path of a .txt, .srt or .vtt file (a str or a path object)."""
+    text, suffix = str(value), ""
+    if looks_like_path(value):
+        p = Path(os.fspath(value).strip())
         try:
-            is_file = p.is_file()
-        except OSError:
-            is_file = False
-        if is_file:
-            try:
-                text, suffix = p.read_text(encoding="utf-8-sig"), p.suffix.lower()
-            except (OSError, UnicodeDecodeError) as e:
-                raise SonicInputError(f"Transcript '{value}' could not be read as UTF-8 text ({e}).") from None
+            p = p.expanduser()
+        except RuntimeError:
+            pass
+        if not p.is_file():
+            raise SonicInputError(f"Transcript file '{p}' does not exist; give the path of a .txt, .srt or .vtt file, "
+                                  "or the text itself.")
+        try:
+            text, suffix = p.read_text(encoding="utf-8-sig"), p.suffix.lower()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SonicInputError(f"Transcript '{p}' could not be read as UTF-8 text ({e}).") from None
+    if len(text) > MAX_CHARS:
+        raise SonicInputError(f"The transcript is {len(text)} characters long; at most {MAX_CHARS} are accepted.")
     if suffix in (".srt", ".vtt") or ("-->" in text and _TIME.search(text)):
         cues = parse_subtitles(text)
         if not cues:
-            raise SonicInputError(f"Transcript '{value}' looks like subtitles but has no cue with text.")
+            raise SonicInputError(f"Transcript '{value}' looks like subtitles but has no cue with spoken text.")
         return cues
-    text = " ".join(text.split())
+    text = " ".join(_clean_cue([text]).split())
     if not text:
         raise SonicInputError("The transcript is empty; give the spoken text, a .txt file or an .srt/.vtt file.")
     return [Cue(text)]
+
+
+_LANGUAGE_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)*\)")  # espeak-ng's "(en)word(fr)" markers
 
 
 def phonemize(text: str, language: str = "en-us") -> list[tuple[str, ...]]:
@@ -123,47 +164,38 @@ def phonemize(text: str, language: str = "en-us") -> list[tuple[str, ...]]:
             raise SonicInputError(f"A '{language}' transcript needs espeak-ng to phonemize it; install it "
                                   "(apt-get install espeak-ng, or brew install espeak-ng), or leave the transcript out.")
         return _cmudict_words(text)
-    proc = subprocess.run([exe, "-q", "--ipa", "-v", language], input=text, capture_output=True, text=True,
-                          timeout=120)
+    try:
+        proc = subprocess.run([exe, "-q", "--ipa", "-v", language], check=False, input=text, capture_output=True,
+                              encoding="utf-8", errors="replace", timeout=30 + len(text) / 200)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SonicInputError(f"espeak-ng could not phonemize the transcript ({e}).") from None
     if proc.returncode != 0 or "Failed to read voice" in proc.stderr:
         raise SonicInputError(f"espeak-ng has no language '{language}' for the transcript "
                               "(`espeak-ng --voices` lists them).")
-    return [a for a in (to_arpabet(w) for w in proc.stdout.split()) if a]
+    words = _LANGUAGE_SWITCH.sub(" ", proc.stdout).split()
+    return [a for a in (to_arpabet(w) for w in words) if a]
 
 
-def _cmudict_words(text: str) -> list[tuple[str, ...]]:
+@functools.lru_cache(maxsize=1)
+def _cmudict() -> dict[str, tuple[str, ...]]:
     from pocketsphinx import get_model_path
 
-    words = re.findall(r"[a-z']+", text.lower())
-    want = set(words)
-    found: dict[str, tuple[str, ...]] = {}
+    out: dict[str, tuple[str, ...]] = {}
     with open(os.path.join(get_model_path("en-us"), "cmudict-en-us.dict"), encoding="utf-8") as f:
         for line in f:
             w, _, phones = line.partition(" ")
-            if w in want and w not in found:
-                found[w] = tuple(phones.split())
-    missing = sorted(want - set(found))
+            out.setdefault(w, tuple(phones.split()))
+    return out
+
+
+def _cmudict_words(text: str) -> list[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    found = _cmudict()
+    missing = sorted({w for w in words if w not in found})
     if missing:
         raise SonicInputError(f"The transcript has words outside the English dictionary ({', '.join(missing[:5])}); "
                               "install espeak-ng to phonemize any word (apt-get install espeak-ng).")
     return [found[w] for w in words]
-
-
-def _decoder(words: list[tuple[str, ...]], tmp: str):
-    from pocketsphinx import Decoder, get_model_path
-
-    path = os.path.join(tmp, "transcript.dict")
-    with open(path, "w", encoding="utf-8") as f:
-        for i, w in enumerate(words):
-            f.write(f"w{i} {' '.join(w)}\n")
-    mp = get_model_path("en-us")
-    return Decoder(hmm=os.path.join(mp, "en-us"), dict=path, samprate=RATE, loglevel="FATAL", bestpath=False,
-                   beam=ALIGN_BEAM, wbeam=ALIGN_BEAM, pbeam=ALIGN_BEAM)
-
-
-def _cost(decoder, frames: int) -> float:
-    """Mean acoustic log score per frame relative to the best senone (<= 0; 0 = the best possible)."""
-    return sum(math.log(max(s.ascore, 1e-300)) for s in decoder.seg()) / max(frames, 1)
 
 
 def _pcm(x: np.ndarray) -> bytes:
@@ -171,68 +203,72 @@ def _pcm(x: np.ndarray) -> bytes:
     return (np.clip(x * (0.7 / max(peak, 1e-6)), -1, 1) * 32767).astype(np.int16).tobytes()
 
 
-def _align_piece(x: np.ndarray, words, t0: float) -> tuple[list[PhoneSegment] | None, float, float]:
-    """(phones, alignment cost, free recognition cost) of one stretch of audio."""
-    from ..workers import phone_decoder
+def _align_pieces(pieces: list[tuple[bytes, list]]) -> list[dict]:
+    """Force-align [(pcm, words)] in a child process (pocketsphinx holds the GIL for its whole search:
+    in this process it would stall the renderer and other jobs' threads); in this process where no
+    child can start."""
+    import io
+    import json
+    import sys
 
-    pcm = _pcm(x)
-    frames = len(pcm) // 2 // (RATE // FRAME_RATE)
-    free = phone_decoder.make_decoder()
-    free.start_utt()
-    free.process_raw(pcm, full_utt=True)
-    free.end_utt()
-    free_cost = _cost(free, frames)
-    with tempfile.TemporaryDirectory(prefix="sonic-align-") as tmp:
-        dec = _decoder(words, tmp)
-    dec.set_align_text(" ".join(f"w{i}" for i in range(len(words))))
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
-    if dec.hyp() is None:
-        return None, float("-inf"), free_cost
-    cost = _cost(dec, frames)
-    dec.set_alignment()
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
-    phones = []
-    for word in dec.get_alignment():
-        for ph in word:
-            name = ph.name.upper()
-            name = "SIL" if name in ("SIL", "<SIL>") or name.startswith("+") else name
-            phones.append(PhoneSegment(name, t0 + ph.start / FRAME_RATE, t0 + (ph.start + ph.duration) / FRAME_RATE))
-    return phones, cost, free_cost
+    from ..workers import phone_decoder
+    from ..workers.pool import TIMEOUT_S, child_env
+
+    header = json.dumps([{"words": [list(w) for w in words], "nbytes": len(pcm)} for pcm, words in pieces]).encode()
+    payload = header + b"\n" + b"".join(pcm for pcm, _ in pieces)
+    try:
+        proc = subprocess.run([sys.executable, "-u", os.path.abspath(phone_decoder.__file__), "--align"], input=payload,
+                              capture_output=True, env=child_env(), timeout=TIMEOUT_S, check=False)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        log.debug("alignment child failed: %s", proc.stderr.decode(errors="replace")[-300:])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        log.debug("alignment child failed (%s); aligning in this process", e)
+    out = io.BytesIO()
+    phone_decoder.align_pieces(io.BytesIO(payload), out)
+    return json.loads(out.getvalue())
 
 
 def align(mono16k: np.ndarray, cues: list[Cue], language: str = "en-us", speech: np.ndarray | None = None) -> Alignment:
     """Phones of `cues` aligned to the audio, or `ok=False` with why the transcript does not fit.
 
     `speech`: the detected speech per 10 ms frame, to find speech the transcript leaves out.
+    Subtitle cues outside the audio (a full film's subtitles for its first minutes) are skipped.
     """
     x = np.asarray(mono16k, np.float32)
     total = len(x) / RATE
     phones: list[PhoneSegment] = []
     cost = free = 0.0
-    for k, cue in enumerate(cues):
-        words = phonemize(cue.text, language)
-        if not words:
-            continue
+    inside = [c for c in cues if c.start is None or (c.start < total - 0.1 and c.end > 0)]
+    if not inside:
+        return Alignment(reason=f"none of its {len(cues)} subtitle cues lies within the audio's {total:.1f} s")
+    pieces, spans = [], []
+    for k, cue in enumerate(inside):
         a = 0.0 if cue.start is None else max(0.0, cue.start - MARGIN_S)
         b = total if cue.end is None else min(total, cue.end + MARGIN_S)
-        if b - a < 0.1:
-            return Alignment(reason=f"subtitle cue {k + 1} ({cue.start:.2f}-{cue.end:.2f} s) lies outside the audio")
-        seg, c, f = _align_piece(x[int(a * RATE): int(b * RATE)], words, a)
-        where = f"subtitle cue {k + 1} ('{cue.text[:40]}')" if cue.start is not None else "the transcript"
-        if seg is None:
+        where = (f"subtitle cue {k + 1} ({cue.start:.2f}-{cue.end:.2f} s, '{cue.text[:40]}')" if cue.start is not None
+                 else "the transcript")
+        if b - a > MAX_PIECE_S:
+            return Alignment(reason=f"{where} spans {b - a:.0f} s of audio; aligning more than {MAX_PIECE_S:.0f} s at "
+                             "once takes too much memory: give subtitles (.srt/.vtt) whose cues time each line")
+        words = phonemize(cue.text, language)
+        if words:
+            pieces.append((_pcm(x[int(a * RATE): int(b * RATE)]), words))
+            spans.append((a, b, where))
+    for (a, b, where), res in zip(spans, _align_pieces(pieces) if pieces else []):
+        if res["phones"] is None:
             return Alignment(reason=f"{where} could not be aligned to the audio: its words do not fit the speech")
-        phones += seg
-        cost += c * (b - a)
-        free += f * (b - a)
+        for name, f0, nf in res["phones"]:
+            name = name.upper()
+            name = "SIL" if name in SILENCE_TOKENS else "NOISE" if name in NOISE_TOKENS else name
+            phones.append(PhoneSegment(name, a + f0 / FRAME_RATE, a + (f0 + nf) / FRAME_RATE))
+        cost += res["cost"] * (b - a)
+        free += res["free"] * (b - a)
     if not phones:
         return Alignment(reason="the transcript has no words espeak-ng could phonemize")
     ratio = cost / min(free, -1e-9)
     out = Alignment(phones=phones, score_ratio=ratio)
-    if ratio > SCORE_RATIO and (cost - free) / total < -SCORE_GAP:
+    if ratio > SCORE_RATIO and (cost - free) / max(total, 1e-9) < -SCORE_GAP:
         out.reason = (f"its phones fit the audio {ratio:.1f}x worse than free phone recognition does "
                       "(other words or another language than the speech)")
         return out

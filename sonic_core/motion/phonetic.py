@@ -43,14 +43,16 @@ iterations (see GenerateConfig); motion costs the same for any value.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 from ..audio import vad as vad_mod
 from ..audio.features import resample_mono
+from ..errors import SonicInputError
 from ..types import MOUTH_CHANNELS, MotionTrack, SpeechFeatures
-from .loudness import _attack_release, _smooth_noise, blink_track
 from . import viseme_net
+from .loudness import _attack_release, _smooth_noise, blink_track
 from .visemes import VISEMES, visemes_of_phone
 
 log = logging.getLogger(__name__)
@@ -376,6 +378,8 @@ def analyze(mono: np.ndarray, sample_rate: int, vad_backend: str = "auto", phone
         notes += [note] if note else []
     if aligned is not None:
         segs = _segments_from_phones(aligned)
+        if phone_job is not None:
+            phone_job.cancel()
     elif phones and phone_job is not None:
         ph = phone_job.result()
         segs = _segments_from_phones(ph) if ph and speech.any() else []
@@ -389,8 +393,11 @@ def _align_transcript(x: np.ndarray, transcript, language: str, speech: np.ndarr
     """(aligned phones or None, a note for the user or '')."""
     from ..audio import transcript as tr
 
-    cues = tr.read_transcript(transcript) if isinstance(transcript, (str, bytes)) else list(transcript)
-    al = tr.align(x, cues, language, speech)
+    try:
+        cues = tr.read_transcript(transcript) if isinstance(transcript, (str, os.PathLike)) else list(transcript)
+        al = tr.align(x, cues, language, speech)
+    except SonicInputError as e:  # e.g. a later cue's words outside the dictionary: the audio path goes on
+        al = tr.Alignment(reason=str(e).rstrip("."))
     if al.ok:
         return al.phones, ""
     note = f"transcript not used: {al.reason}; the lips follow the audio alone"

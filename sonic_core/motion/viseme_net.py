@@ -33,7 +33,7 @@ N_MELS = 40
 FMIN, FMAX = 60.0, 3800.0
 CLASSES = tuple(VISEMES)  # REST first
 WEIGHTS = Path(__file__).with_name("viseme_net.safetensors")
-FORMAT = "sonic-viseme-net/1"
+FORMAT = "sonic-viseme-net/2"
 
 
 def mel_filterbank(n_fft: int = 512, warp: float = 1.0) -> np.ndarray:
@@ -81,8 +81,21 @@ def normalize(feats: np.ndarray) -> np.ndarray:
     return np.concatenate([(feats - mu) / sd, rel[:, None]], 1).astype(np.float32)
 
 
+class ChannelNorm(nn.Module):
+    """Normalises each frame over its channels (a LayerNorm on [B, C, T]): unlike a norm over the
+    time axis, a frame's output depends on its receptive field only, so any split of a long clip
+    into blocks gives the same posteriors."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
 class VisemeNet(nn.Module):
-    """Dilated 1-D convolutions over time, residual, non-causal: receptive field +-31 frames."""
+    """Dilated 1-D convolutions over time, residual, non-causal: receptive field +-32 frames."""
 
     def __init__(self, channels: int = 96, dilations=(1, 2, 4, 8, 16), n_in: int = N_MELS + 1,
                  n_out: int = len(CLASSES)):
@@ -90,7 +103,7 @@ class VisemeNet(nn.Module):
         self.dilations = tuple(dilations)
         self.inp = nn.Conv1d(n_in, channels, 3, padding=1)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(channels, channels, 3, padding=d, dilation=d), nn.GroupNorm(1, channels),
+            nn.Sequential(nn.Conv1d(channels, channels, 3, padding=d, dilation=d), ChannelNorm(channels),
                           nn.GELU(), nn.Conv1d(channels, channels, 1)) for d in self.dilations)
         self.out = nn.Conv1d(channels, n_out, 1)
 

@@ -39,6 +39,7 @@ class Job:
     started: float = 0.0
     finished: float = 0.0
     render_s: float = 0.0  # seconds the engine took (the rest of started..finished is transfers)
+    notes: str = ""  # what the engine reported (e.g. a transcript not used, and why), one per line
     cancel: bool = False
 
     @property
@@ -70,6 +71,13 @@ def validate_settings(settings: dict) -> dict:
         raise SonicInputError(f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
     if settings.get("speech_model"):
         raise SonicInputError("Setting 'speech_model' (a local checkpoint path) is not accepted by the job service.")
+    from ..audio.transcript import MAX_CHARS, looks_like_path
+
+    if len(str(settings.get("transcript") or "")) > MAX_CHARS:
+        raise SonicInputError(f"Setting 'transcript' is longer than {MAX_CHARS} characters.")
+    if settings.get("transcript") and looks_like_path(settings["transcript"]):
+        raise SonicInputError("Setting 'transcript' must be the text itself (or the subtitles' content) in the job "
+                              "service, not a file path on the server.")
     return GenerateConfig(**settings).validate().to_dict()
 
 

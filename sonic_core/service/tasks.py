@@ -225,7 +225,7 @@ def _render(ctx: WorkerContext, job) -> str:
         check_cancel()
         store.put_file(job.result_key, result.path)
     if not book.transition(job_id, ACTIVE, state="done", frames_done=result.frames, frames_total=result.frames,
-                           finished=time.time(), render_s=round(render_s, 4)):
+                           finished=time.time(), render_s=round(render_s, 4), notes="\n".join(result.notes)):
         if book.cancel_requested(job_id) or (book.get(job_id) or job).state == "deleted":
             store.delete(job.result_key)  # cancelled or deleted while it uploaded: leave nothing
         return "final"
