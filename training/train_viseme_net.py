@@ -29,7 +29,6 @@ sys.path.insert(0, str(REPO))
 
 from sonic_core.audio.ipa import to_arpabet  # noqa: E402
 from sonic_core.motion import viseme_net as vn  # noqa: E402
-from sonic_core.motion.visemes import visemes_of_phone  # noqa: E402
 
 ENGLISH = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
 VARIANTS = ("", "", "+f1", "+f2", "+f3", "+f4", "+f5", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+klatt",
@@ -51,20 +50,20 @@ def words():
 
 
 def frame_labels(segments, n: int) -> np.ndarray:
-    """Class index per 10 ms frame (frame k centred on (k + 0.5) / 100 s) from [(start, end, ARPAbet phones)]."""
+    """Class index per 10 ms frame (frame k centred on (k + 0.5) / 100 s) from [(start, end, ARPAbet phones)]:
+    each phone's visemes as the motion model splits them (`phonetic._segments_from_phones`)."""
+    from sonic_core.audio.phonemes import PhoneSegment
+    from sonic_core.motion.phonetic import _segments_from_phones
+
+    phones = []
+    for start, end, arp in segments:
+        d = (end - start) / max(len(arp), 1)
+        phones += [PhoneSegment(a, start + k * d, start + (k + 1) * d) for k, a in enumerate(arp)]
     lab = np.zeros(n, np.int64)  # REST
     idx = {c: i for i, c in enumerate(vn.CLASSES)}
-    for start, end, arp in segments:
-        if not arp:
-            continue
-        d = (end - start) / len(arp)
-        for k, a in enumerate(arp):
-            vis = visemes_of_phone(a)
-            a0 = start + k * d
-            cuts = [a0, a0 + 0.55 * d, a0 + d] if len(vis) == 2 else [a0, a0 + d]
-            for v, s, e in zip(vis, cuts[:-1], cuts[1:]):
-                i0, i1 = int(np.ceil(s * 100 - 0.5)), int(np.ceil(e * 100 - 0.5))
-                lab[max(0, i0):min(n, i1)] = idx[v]
+    for s, e, v in _segments_from_phones(phones):
+        i0, i1 = int(np.ceil(s * 100 - 0.5)), int(np.ceil(e * 100 - 0.5))
+        lab[max(0, i0):min(n, i1)] = idx[v]
     return lab
 
 
@@ -119,7 +118,14 @@ def make_utterance(rng: random.Random, vocab, sentences):
 
 def augment(x, rate, rng: np.random.Generator):
     """Audio-side augmentation -> 16 kHz mono."""
-    from tests.lipsync_corpus import _to, codec_roundtrip, mix_at_snr, music_bed, pink_noise, telephone
+    from tests.lipsync_corpus import (
+        _to,
+        codec_roundtrip,
+        mix_at_snr,
+        music_bed,
+        pink_noise,
+        telephone,
+    )
 
     u = rng.random()
     if u < 0.25:

@@ -39,6 +39,11 @@ class PhoneSegment:
     prob: float = 1.0
 
 
+def pcm16(x: np.ndarray, gain: float) -> bytes:
+    """int16 PCM of `x` times `gain` (the decoder's input; callers level speech to a 0.7 peak)."""
+    return (np.clip(x * gain, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
 def available() -> bool:
     try:
         import pocketsphinx  # noqa: F401
@@ -141,7 +146,7 @@ class PhoneJob:
             self._futures = [self._pool.submit(lambda a=a, b=b: decode_piece(self._pcm(a, b))) for a, b in self._pieces]
 
     def _pcm(self, a: int, b: int) -> bytes:
-        return (np.clip(self._x[a:b] * self._gain, -1, 1) * 32767).astype(np.int16).tobytes()
+        return pcm16(self._x[a:b], self._gain)
 
     def result(self) -> list[PhoneSegment] | None:
         """Phone segments in seconds; None when pocketsphinx is not installed or cannot start."""

@@ -36,7 +36,8 @@ import numpy as np
 
 from ..errors import SonicInputError
 from .ipa import to_arpabet
-from .phonemes import NOISE_TOKENS, SILENCE_TOKENS, PhoneSegment
+from .phonemes import NOISE_TOKENS, SILENCE_TOKENS, PhoneSegment, pcm16
+from .vad import runs
 
 log = logging.getLogger(__name__)
 RATE = 16000
@@ -200,7 +201,7 @@ def _cmudict_words(text: str) -> list[tuple[str, ...]]:
 
 def _pcm(x: np.ndarray) -> bytes:
     peak = float(np.max(np.abs(x))) if x.size else 0.0
-    return (np.clip(x * (0.7 / max(peak, 1e-6)), -1, 1) * 32767).astype(np.int16).tobytes()
+    return pcm16(x, 0.7 / max(peak, 1e-6))
 
 
 def _align_pieces(pieces: list[tuple[bytes, list]]) -> list[dict]:
@@ -279,15 +280,10 @@ def align(mono16k: np.ndarray, cues: list[Cue], language: str = "en-us", speech:
                 spoken[int(p.start * FRAME_RATE): int(np.ceil(p.end * FRAME_RATE))] = True
         left = speech & ~spoken
         out.uncovered = float(left.sum() / speech.sum())
-        longest = max((j - i for i, j in _runs(left)), default=0) / FRAME_RATE
+        longest = max((j - i for i, j in runs(left, True)), default=0) / FRAME_RATE
         if out.uncovered > UNCOVERED or longest > UNCOVERED_RUN_S:
             out.reason = (f"{100 * out.uncovered:.0f}% of the detected speech (up to {longest:.1f} s at a stretch) "
                           "has no words of the transcript: sentences are missing from it")
             return out
     out.ok = True
     return out
-
-
-def _runs(mask: np.ndarray):
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1))
