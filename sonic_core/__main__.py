@@ -18,10 +18,12 @@ class _Bar:
     """A one-line progress bar on stderr (no dependency)."""
 
     def __init__(self, label: str):
-        self.label, self.t0, self.last = label, time.perf_counter(), 0.0
+        self.label, self.t0, self.last = label, None, 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
+        if self.t0 is None:  # the rate counts from the first report (a stage may start late)
+            self.t0 = now
         if done < total and now - self.last < 0.2:
             return
         self.last = now
@@ -46,7 +48,8 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-steps", type=int, default=d.inference_steps, help=docs["inference_steps"])
     p.add_argument("--dynamic-scale", type=float, default=d.dynamic_scale, help=docs["dynamic_scale"])
     p.add_argument("--motion-scale", type=float, default=d.motion_scale, help=docs["motion_scale"])
-    p.add_argument("--fps", type=float, default=d.fps, help=docs["fps"])
+    p.add_argument("--fps", type=float, default=None,
+                   help=docs["fps"] + f" Default: {d.fps:g} for a photo, the video's own rate with --video.")
     p.add_argument("--seed", type=int, default=d.seed, help=docs["seed"])
     p.add_argument("--output", choices=CHOICES["output"], default=d.output, help=docs["output"])
     p.add_argument("--max-full-side", type=int, default=d.max_full_side, help=docs["max_full_side"])
@@ -81,7 +84,8 @@ def _config_from(args: argparse.Namespace) -> GenerateConfig:
     return GenerateConfig(
         duration=args.duration, min_resolution=args.min_resolution, expand_ratio=args.expand_ratio,
         inference_steps=args.inference_steps, dynamic_scale=args.dynamic_scale, motion_scale=args.motion_scale,
-        fps=args.fps, seed=args.seed, output=args.output, max_full_side=args.max_full_side,
+        fps=args.fps if args.fps is not None else GenerateConfig.fps, seed=args.seed, output=args.output,
+        max_full_side=args.max_full_side,
         face_index=args.face_index, blinks=not args.no_blinks, crf=args.crf, preset=args.preset,
         batch_size=args.batch_size, motion_model=args.motion_model, encoder=args.encoder,
         encode_workers=args.encode_workers, speech_features=args.speech_features, speech_model=args.speech_model,
@@ -101,6 +105,25 @@ def _run(image, audio, out, args) -> int:
     ensure_face_models(args.models_dir, log=lambda msg: print(msg, file=sys.stderr))
     result = generate(image, audio, out, cfg, device=args.device, model_dir=args.models_dir,
                       progress=None if args.quiet else _Bar("rendering"))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
+def _dub(video, audio, out, args) -> int:
+    from .dub import dub
+    from .dub.pipeline import check_dub_config
+    from .models import ensure_face_models
+    from .video.output import check_output
+
+    cfg = _config_from(args).validate()
+    check_dub_config(cfg)
+    check_output(out, (video, audio))
+    ensure_face_models(args.models_dir, log=lambda msg: print(msg, file=sys.stderr))
+    result = dub(video, audio, out, cfg, fps=args.fps, device=args.device, model_dir=args.models_dir,
+                 progress=None if args.quiet else _Bar("dubbing"),
+                 tracking_progress=None if args.quiet else _Bar("tracking the face"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(result.summary())
@@ -266,8 +289,13 @@ def _on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sonic_core", description="Sonic: one portrait + speech -> talking-head MP4.")
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="Animate a portrait with a speech recording.")
-    g.add_argument("--image", required=True, help="Portrait photo (jpg, png, webp, ...).")
+    g = sub.add_parser("generate", help="Animate a portrait with a speech recording, or dub a video with new speech.")
+    face = g.add_mutually_exclusive_group(required=True)
+    face.add_argument("--image", help="Portrait photo (jpg, png, webp, ...).")
+    face.add_argument("--video", help="Dubbing: a video of the person speaking (mp4, mov, mkv, webm). Head, eyes and "
+                                      "background stay the video's; the mouth follows --audio, drawn from the "
+                                      "person's own mouths in the video. The output keeps the video's size and "
+                                      "rate and lasts as long as the audio (a shorter video plays back and forth).")
     g.add_argument("--audio", required=True, help="Speech (wav, mp3, flac, ogg/opus, m4a/aac, or a video's sound track).")
     _add_generate_options(g)
     dm = sub.add_parser("demo", help="Run on the example portrait and speech shipped in assets/.")
@@ -292,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(EXAMPLES / "grace_hopper.jpg", EXAMPLES / "speech.wav", args.out or "sonic_demo.mp4", args)
         if not args.out:
             parser.error("generate needs --out PATH.mp4")
+        if args.video is not None:
+            return _dub(args.video, args.audio, args.out, args)
         return _run(args.image, args.audio, args.out, args)
     except SonicInputError as e:
         print(f"error: {e}", file=sys.stderr)
