@@ -14,6 +14,7 @@ from .errors import SonicInputError
 OUTPUT_MODES = ("crop", "full")
 MOTION_MODELS = ("phonetic", "loudness")
 MOUTH_PAINTERS = ("procedural", "classic")
+MOUTH_SOURCES = ("auto", "video", "painter")
 SPEECH_FEATURES = ("builtin", "wav2vec2", "hubert")
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 # x264 speed presets; "auto" = superfast with macroblock-tree rate control kept on (see video/writer.py).
@@ -70,6 +71,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "output": OUTPUT_MODES,
     "motion_model": MOTION_MODELS,
     "mouth_painter": MOUTH_PAINTERS,
+    "mouth_source": MOUTH_SOURCES,
     "speech_features": SPEECH_FEATURES,
     "encoder": ENCODERS,
     "preset": PRESETS + NVENC_PRESETS,
@@ -132,6 +134,8 @@ class GenerateConfig:
     """Language of the transcript, as an espeak-ng voice name: en-us, en-gb, es, de, fr-fr, cmn, ... (espeak-ng --voices lists them)."""
     mouth_painter: str = MOUTH_PAINTERS[0]
     """What fills the mouth when the lips part: 'procedural' (shaded cavity, teeth on a 3-D arch, tongue; the photo's own teeth when it shows them) or 'classic' (the first painter)."""
+    mouth_source: str = MOUTH_SOURCES[0]
+    """Where the mouth comes from. 'video': the person's own mouths, taken from their video (dubbing, or reference_video with a photo). 'painter': the photo's mouth moved by the mesh and filled by mouth_painter. 'auto': 'video' when there is a video, else 'painter'."""
 
     def validate(self) -> "GenerateConfig":
         def bad(name: str, why: str) -> SonicInputError:

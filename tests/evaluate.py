@@ -55,6 +55,23 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
 
 
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of the luma of two uint8 RGB images (Gaussian window, sigma 1.5; Wang et al. 2004)."""
+    from scipy.ndimage import gaussian_filter
+
+    def luma(x):
+        return x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+    x, y = luma(a), luma(b)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = gaussian_filter(x, 1.5), gaussian_filter(y, 1.5)
+    vx = gaussian_filter(x * x, 1.5) - mx * mx
+    vy = gaussian_filter(y * y, 1.5) - my * my
+    cxy = gaussian_filter(x * y, 1.5) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
 def _mp4_faststart(path) -> bool:
     """True when the 'moov' index precedes 'mdat' (top-level atoms)."""
     with open(path, "rb") as f:

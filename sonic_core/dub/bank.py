@@ -36,7 +36,7 @@ class CanonicalWindow:
     height: int
 
     @classmethod
-    def of(cls, model: sh.ShapeModel, face_px: float) -> "CanonicalWindow":
+    def of(cls, model: sh.ShapeModel, face_px: float) -> CanonicalWindow:
         """Around the pasted region of the template, with room for the widest opening;
         `face_px`: the video's typical eye-corner distance in pixels (no upsampling past it)."""
         region = model.template[list(sh.REGION)]
@@ -121,7 +121,7 @@ def choose_frames(descriptors: np.ndarray, usable: np.ndarray, size: int = BANK_
 
 def canonical_crops(frames: torch.Tensor, to_canon: np.ndarray, window: CanonicalWindow) -> torch.Tensor:
     """Resample frames [B,H,W,3] uint8 into the canonical window: [B,3,h,w] float 0..1."""
-    B, H, W = frames.shape[:3]
+    H, W = frames.shape[1:3]
     dev = frames.device
     back = sh.invert(to_canon)  # canonical -> frame pixels
     u = (torch.arange(window.width, device=dev, dtype=torch.float32) + 0.5) / window.ppu + window.x0

@@ -66,13 +66,17 @@ def hull_halfplanes(points: np.ndarray, edges: int = 48) -> np.ndarray:
     return out
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a[0] * b[1] - a[1] * b[0])
+
+
 def _monotone_chain(p: np.ndarray) -> np.ndarray:
     p = p[np.lexsort((p[:, 1], p[:, 0]))]
 
     def half(seq):
         h: list[np.ndarray] = []
         for q in seq:
-            while len(h) >= 2 and np.cross(h[-1] - h[-2], q - h[-2]) <= 0:
+            while len(h) >= 2 and _cross(h[-1] - h[-2], q - h[-2]) <= 0:
                 h.pop()
             h.append(q)
         return h

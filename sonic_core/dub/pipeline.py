@@ -29,12 +29,12 @@ from ..video.reader import FrameArray, VideoFile, constant_rate, pingpong
 from . import shape as sh
 from .bank import ExemplarBank, build_bank
 from .composite import MouthCompositor
+from .painted import PaintedMouth, reference_frame
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 # Settings of photo animation that have no meaning for a video: set, they are an error.
-PHOTO_ONLY = ("min_resolution", "expand_ratio", "inference_steps", "output", "max_full_side", "blinks",
-              "motion_scale", "seed", "mouth_painter")
+PHOTO_ONLY = ("min_resolution", "expand_ratio", "output", "max_full_side", "blinks", "motion_scale", "seed")
 OPEN_GAIN = (0.6, 1.6)  # the track's openings are scaled to the video's own, within these bounds
 
 
@@ -45,6 +45,16 @@ def check_dub_config(cfg: GenerateConfig) -> None:
         if f.name in PHOTO_ONLY and getattr(cfg, f.name) != getattr(default, f.name):
             raise SonicInputError(f"{f.name} does not apply to dubbing a video (the head, eyes and framing come from "
                                   "the video, which keeps its own size); leave it at its default.")
+    if dub_source(cfg) == "video":
+        for name in ("mouth_painter", "inference_steps"):
+            if getattr(cfg, name) != getattr(default, name):
+                raise SonicInputError(f"{name} shapes the painted mouth; a dubbed video takes the person's own mouths "
+                                      "(mouth_source 'video'). Set mouth_source to 'painter' to use it.")
+
+
+def dub_source(cfg: GenerateConfig) -> str:
+    """The mouth source of a dubbing job: 'auto' means the video's own mouths."""
+    return "video" if cfg.mouth_source == "auto" else cfg.mouth_source
 
 
 def open_video(video, fps: float | None = None):
@@ -59,19 +69,25 @@ def open_video(video, fps: float | None = None):
 class Dubber:
     """Everything per video: the tracked face, the person's mouth model and exemplar bank.
 
-    `bank_frames`: only frames below this index feed the bank (a benchmark holds the rest out).
+    `source`: 'video' (an exemplar bank of the person's own mouths) or 'painter' (the most
+    neutral frame's mouth, animated by the photo renderer with `painter`).
+    `bank_frames`: only frames below this index feed the mouth source (a benchmark holds the
+    rest out). `face`: a FaceTrack of this video from an earlier Dubber (skips tracking).
     """
 
     def __init__(self, video, analyzer, device: torch.device, face_index: int = 0,
-                 bank_frames: int | None = None, progress: Progress | None = None):
+                 bank_frames: int | None = None, progress: Progress | None = None, source: str = "video",
+                 painter: str = "procedural", steps: int = 25, model_dir=None, face: FaceTrack | None = None):
         self.video = video
         self.device = device
-        total = max(1, video.estimated_frames)
-        report = (lambda n: progress(min(n, total), total)) if progress is not None else None
-        frames = (rgb for _, rgb in video.scan())
-        self.face: FaceTrack = track_faces(frames, analyzer, face_index, progress=report, name=f"'{video.path}'")
-        if progress is not None and self.face.num_frames < total:  # the estimate was high: end the bar
-            progress(total, total)
+        if face is None:
+            total = max(1, video.estimated_frames)
+            report = (lambda n: progress(min(n, total), total)) if progress is not None else None
+            frames = (rgb for _, rgb in video.scan())
+            face = track_faces(frames, analyzer, face_index, progress=report, name=f"'{video.path}'")
+            if progress is not None and face.num_frames < total:  # the estimate was high: end the bar
+                progress(total, total)
+        self.face = face
         n = self.face.num_frames
         usable = self.face.found.copy()
         if bank_frames is not None:
@@ -81,7 +97,15 @@ class Dubber:
         lm = self.face.landmarks
         self.model = sh.ShapeModel.fit(lm[usable])
         self.scale = np.linalg.norm(lm[:, 263, :2] - lm[:, 33, :2], axis=-1).astype(np.float32)
-        self.bank: ExemplarBank = build_bank(video.frames, lm, usable, self.model, device)
+        self.bank: ExemplarBank | None = None
+        self.painted: PaintedMouth | None = None
+        if source == "video":
+            self.bank = build_bank(video.frames, lm, usable, self.model, device)
+        elif source == "painter":
+            ref = reference_frame(self.model.describe(lm), usable)
+            self.painted = PaintedMouth(video.frames([ref])[0], lm[ref], device, painter, steps, model_dir)
+        else:
+            raise SonicInputError(f"mouth source must be 'video' or 'painter' for a video, got {source!r}")
         self.compositor = MouthCompositor(device)
         self.num_frames = n
 
@@ -111,8 +135,10 @@ class Dubber:
         with their mouths set to `targets` [N, 2] (opening, width change)."""
         lm = self.face.landmarks[src]
         found = self.face.found[src]
-        want = np.concatenate([targets, self.model.describe(lm)[:, 2:]], 1)
-        idx, w = self.bank.select(want, fps)
+        if self.bank is not None:
+            pose = np.where(found[:, None], self.model.describe(lm)[:, 2:], 0.0)  # no face: any pose will do
+            want = np.concatenate([targets, pose], 1).astype(np.float32)
+            idx, w = self.bank.select(want, fps)
         for s in range(0, len(src), batch):
             e = min(len(src), s + batch)
             frames = torch.from_numpy(self.video.frames(src[s:e])).to(self.device)
@@ -122,10 +148,14 @@ class Dubber:
                 own = lm[f][:, list(sh.WARP_POINTS), :2]
                 tgt = self.model.targets(lm[f], targets[f])
                 part = frames[sel]
-                ii, ww = self.bank.agree(part, self.model.to_canonical(lm[f]), idx[f], w[f])
-                ii = torch.as_tensor(ii, device=self.device)
-                part = self.compositor(part, self.bank.crops[ii], self.bank.points[ii], torch.as_tensor(ww), tgt, own,
-                                       self.scale[src[f]])
+                if self.bank is not None:
+                    ii, ww = self.bank.agree(part, self.model.to_canonical(lm[f]), idx[f], w[f])
+                    ii = torch.as_tensor(ii, device=self.device)
+                    mouths, points, ww = self.bank.crops[ii], self.bank.points[ii], torch.as_tensor(ww)
+                else:
+                    mouths, points = self.painted.render(targets[f])
+                    ww = torch.ones(len(f), 1)
+                part = self.compositor(part, mouths, points, ww, tgt, own, self.scale[src[f]])
                 frames[sel] = part
             yield s, e, frames
 
@@ -175,7 +205,8 @@ def dub(video, audio, out: str | os.PathLike, config: GenerateConfig | None = No
         motion = pool.submit(make_motion, speech, cfg)
         ensure_face_models(model_dir)
         analyzer = analyzer or FaceAnalyzer(model_dir=model_dir, device=dev)
-        dubber = Dubber(source, analyzer, dev, cfg.face_index, progress=tracking_progress)
+        dubber = Dubber(source, analyzer, dev, cfg.face_index, progress=tracking_progress, source=dub_source(cfg),
+                        painter=cfg.mouth_painter, steps=cfg.inference_steps, model_dir=model_dir)
         lap("track")
         track = postprocess(motion.result(), cfg.lip_align, cfg.alignment_offset, cfg.smooth_motion,
                             cfg.auto_align, speech.loudness)

@@ -69,7 +69,11 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 def describe(canon: np.ndarray, neutral_width: float) -> np.ndarray:
     """Descriptors [..., 4] of canonical landmarks [..., 468, 2+] (see DESCRIPTOR)."""
-    p = canon[..., :2]
+    with np.errstate(invalid="ignore", divide="ignore"):  # frames without a face (all zeros) give NaN
+        return _describe(canon[..., :2], neutral_width)
+
+
+def _describe(p: np.ndarray, neutral_width: float) -> np.ndarray:
     width = np.linalg.norm(p[..., 291, :] - p[..., 61, :], axis=-1)
     gap = np.maximum(0.0, (p[..., 14, 1] - p[..., 13, 1]))
     eye_mid = (p[..., 33, :] + p[..., 263, :]) / 2
@@ -93,7 +97,7 @@ class ShapeModel:
     open_q95: float  # 95th percentile of the lips' opening in the video
 
     @classmethod
-    def fit(cls, landmarks: np.ndarray) -> "ShapeModel":
+    def fit(cls, landmarks: np.ndarray) -> ShapeModel:
         """From tracked landmarks [N,468,2+] of the frames that show the face (N >= 1)."""
         lm = np.asarray(landmarks, np.float64)[..., :2]
         ref = lm[0, STABLE]

@@ -21,7 +21,7 @@ CACHE_BYTES = 512 * 1024 * 1024
 
 def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     """The frame as it is displayed: `rotation` is the display matrix's counter-clockwise angle."""
-    k = int(round(rotation / 90.0)) % 4
+    k = round(rotation / 90.0) % 4
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
