@@ -59,6 +59,7 @@ class ExemplarBank:
     frame_index: np.ndarray  # [M] the video frame each came from
     window: CanonicalWindow
     zone: torch.Tensor  # [h,w] bool: where an exemplar must look like the frame it goes into
+    _zone_pixels: torch.Tensor | None = None  # crops[:, :, zone], made on first use
 
     def agree(self, frames: torch.Tensor, to_canon: np.ndarray, idx: np.ndarray, w: np.ndarray,
               k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +67,11 @@ class ExemplarBank:
         the canonical frame `to_canon` [B,2,3]), keep the k whose skin around the mouth looks
         most like the frame's: an exemplar with a hand or a shadow on it loses to one without."""
         own = canonical_crops(frames, to_canon, self.window)[:, :, self.zone]  # [B,3,P]
-        cand = self.crops[torch.as_tensor(idx, device=self.crops.device)][:, :, :, self.zone]  # [B,C,3,P]
+        if self._zone_pixels is None:
+            self._zone_pixels = self.crops[:, :, self.zone]  # [M,3,P]
+        cand = self._zone_pixels[torch.as_tensor(idx, device=self.crops.device)]  # [B,C,3,P]
         diff = cand - own[:, None]
-        diff = diff - diff.median(-1, keepdim=True).values  # overall brightness is matched later
+        diff = diff - diff.mean(-1, keepdim=True)  # overall brightness is matched later
         r = diff.abs().clamp(max=0.3).mean((2, 3)).cpu().numpy()
         score = w * np.exp2(-((r - r.min(1, keepdims=True)) / AGREEMENT) ** 2)
         top = np.argsort(-score, axis=1)[:, :k]
@@ -127,11 +130,22 @@ def canonical_crops(frames: torch.Tensor, to_canon: np.ndarray, window: Canonica
     u = (torch.arange(window.width, device=dev, dtype=torch.float32) + 0.5) / window.ppu + window.x0
     v = (torch.arange(window.height, device=dev, dtype=torch.float32) + 0.5) / window.ppu + window.y0
     gy, gx = torch.meshgrid(v, u, indexing="ij")
+    # Only the box each frame's window covers is made float (frames may be 4K).
+    corners = np.array([[window.x0, window.y0], [window.x0 + window.width / window.ppu, window.y0],
+                        [window.x0, window.y0 + window.height / window.ppu],
+                        [window.x0 + window.width / window.ppu, window.y0 + window.height / window.ppu]])
+    seen = sh.apply(back, corners)  # [B,4,2] frame pixels
+    lo = np.clip(np.floor(seen.min(1)) - 2, 0, [W - 1, H - 1]).astype(np.int64)
+    hi = np.clip(np.ceil(seen.max(1)) + 2, 1, [W, H]).astype(np.int64)
+    bw, bh = int((hi - lo)[:, 0].max()), int((hi - lo)[:, 1].max())
+    lo = np.minimum(lo, [W - bw, H - bh])
+    part = torch.stack([frames[b, y:y + bh, x:x + bw] for b, (x, y) in enumerate(lo.tolist())])
     m = torch.as_tensor(back, dtype=torch.float32, device=dev)
-    x = m[:, 0, 0, None, None] * gx + m[:, 0, 1, None, None] * gy + m[:, 0, 2, None, None]
-    y = m[:, 1, 0, None, None] * gx + m[:, 1, 1, None, None] * gy + m[:, 1, 2, None, None]
-    grid = torch.stack([(x + 0.5) * (2.0 / W) - 1.0, (y + 0.5) * (2.0 / H) - 1.0], -1)
-    img = frames.permute(0, 3, 1, 2).float() / 255.0
+    o = torch.as_tensor(lo, dtype=torch.float32, device=dev)
+    x = m[:, 0, 0, None, None] * gx + m[:, 0, 1, None, None] * gy + (m[:, 0, 2] - o[:, 0])[:, None, None]
+    y = m[:, 1, 0, None, None] * gx + m[:, 1, 1, None, None] * gy + (m[:, 1, 2] - o[:, 1])[:, None, None]
+    grid = torch.stack([(x + 0.5) * (2.0 / bw) - 1.0, (y + 0.5) * (2.0 / bh) - 1.0], -1)
+    img = part.permute(0, 3, 1, 2).float() / 255.0
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -22,7 +22,7 @@ CHIN_ROOM = 0.14  # ... and below the chin by this much more (the jaw's edge mov
 FEATHER = 0.22  # ... and fades in over this share, inside it
 LIGHT_TOLERANCE = 0.12  # a pixel differing by more than this (0..1) says little about the light
 LIGHT_SIGMA = 0.25  # the light correction's blur, in eye-corner distances
-WARP_STRIDE = 4  # the spline is evaluated on every 4th pixel and interpolated (smooth by construction)
+CELL = 4  # the spline, masks and light are worked out per 4x4 pixels and interpolated (all smooth)
 
 
 def _u(r2: torch.Tensor) -> torch.Tensor:
@@ -42,13 +42,6 @@ def tps_fit(ctrl: torch.Tensor, values: torch.Tensor, stiffness: float = TPS_STI
     rhs = torch.zeros(B, K + 3, 2, dtype=torch.float64, device=ctrl.device)
     rhs[:, :K] = values.double()
     return torch.linalg.solve(A, rhs).float()
-
-
-def tps_eval(coef: torch.Tensor, ctrl: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """The spline at pts [B,N,2] -> [B,N,2]."""
-    K = ctrl.shape[1]
-    d2 = ((pts[:, :, None] - ctrl[:, None]) ** 2).sum(-1)
-    return _u(d2) @ coef[:, :K] + coef[:, K:K + 1] + pts[..., :1] * coef[:, K + 1:K + 2] + pts[..., 1:] * coef[:, K + 2:]
 
 
 def hull_halfplanes(points: np.ndarray, edges: int = 48) -> np.ndarray:
@@ -145,25 +138,32 @@ class MouthCompositor:
             (CHIN_ROOM * scale)[:, None, None] * down[:, None]
         region = np.concatenate([region, below], 1)
         corners, h, w = windows(region, scale, H, W)
-        # Pixel centres of each frame's window, in frame pixels.
-        ys = torch.arange(h, device=dev, dtype=torch.float32) + 0.5
-        xs = torch.arange(w, device=dev, dtype=torch.float32) + 0.5
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         off = torch.as_tensor(corners, dtype=torch.float32, device=dev)
-        xy = torch.stack([gx, gy], -1)[None] + off[:, None, None, :]  # [B,h,w,2]
+        # Everything smooth (the spline, the masks, the light) is worked out on a grid of
+        # CELL-pixel cells, at their centres, and interpolated to the pixels.
+        S = CELL
+        ch, cw = -(-h // S), -(-w // S)
+        cy = torch.arange(ch, device=dev, dtype=torch.float32) * S + S / 2
+        cx = torch.arange(cw, device=dev, dtype=torch.float32) * S + S / 2
+        gy, gx = torch.meshgrid(cy, cx, indexing="ij")
+        xy = torch.stack([gx, gy], -1)[None] + off[:, None, None, :]  # [B,ch,cw,2] frame pixels
 
-        # Spline from frame pixels (target points) to source pixels, normalised for conditioning.
+        def fine(x: torch.Tensor) -> torch.Tensor:  # [B,C,ch,cw] -> [B,C,h,w]
+            return F.interpolate(x, size=(ch * S, cw * S), mode="bilinear", align_corners=False)[..., :h, :w]
+
+        # Spline from frame pixels (target points) to source pixels, normalised for conditioning;
+        # its kernel depends on the target points only, so all k sources share it.
         s = torch.as_tensor(scale, dtype=torch.float32, device=dev)[:, None, None]
         tgt = torch.as_tensor(target_points, dtype=torch.float32, device=dev)
         mu = tgt.mean(1, keepdim=True)
-        ctrl = ((tgt - mu) / s).repeat_interleave(k, 0)
-        src = source_points.reshape(B * k, -1, 2)
-        coef = tps_fit(ctrl, src)
-        coarse = xy[:, ::WARP_STRIDE, ::WARP_STRIDE]
-        ch, cw = coarse.shape[1:3]
-        q = ((coarse.reshape(B, -1, 2) - mu) / s).repeat_interleave(k, 0)
-        mapped = tps_eval(coef, ctrl, q).view(B * k, ch, cw, 2).permute(0, 3, 1, 2)
-        mapped = F.interpolate(mapped, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+        ctrl = (tgt - mu) / s
+        K = ctrl.shape[1]
+        coef = tps_fit(ctrl.repeat_interleave(k, 0), source_points.reshape(B * k, -1, 2)).view(B, k, K + 3, 2)
+        q = (xy.reshape(B, -1, 2) - mu) / s  # [B,N,2]
+        kern = _u(((q[:, :, None] - ctrl[:, None]) ** 2).sum(-1))  # [B,N,K]
+        mapped = torch.einsum("bnk,bjkc->bjnc", kern, coef[:, :, :K]) + coef[:, :, None, K] \
+            + q[:, None, :, :1] * coef[:, :, None, K + 1] + q[:, None, :, 1:] * coef[:, :, None, K + 2]
+        mapped = fine(mapped.reshape(B * k, ch, cw, 2).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         grid = torch.stack([(mapped[..., 0] + 0.5) * (2.0 / sw_) - 1.0, (mapped[..., 1] + 0.5) * (2.0 / sh_) - 1.0], -1)
         warped = F.grid_sample(sources.reshape(B * k, 3, sh_, sw_), grid, mode="bilinear", padding_mode="border",
                                align_corners=False).view(B, k, 3, h, w)
@@ -174,17 +174,18 @@ class MouthCompositor:
 
         # The pasted hull, and the skin around both mouths that says how the frame is lit.
         planes = torch.as_tensor(hull_halfplanes(region), device=dev)
-        inside = inside_distance(planes, xy) / s[..., 0:1]
+        inside = inside_distance(planes, xy) / s
         mask = ((inside + MARGIN) / FEATHER).clamp(0, 1)
-        mask = (mask * mask * (3 - 2 * mask))[:, None]
+        mask = fine((mask * mask * (3 - 2 * mask))[:, None])
         lips = [sh.WARP_POINTS.index(i) for i in sh.OUTER]
         mouths = np.concatenate([target_points[:, lips], own_points[:, lips]], 1)
-        near_mouth = inside_distance(torch.as_tensor(hull_halfplanes(mouths, 24), device=dev), xy) / s[..., 0:1]
+        near_mouth = inside_distance(torch.as_tensor(hull_halfplanes(mouths, 24), device=dev), xy) / s
         skin = ((-near_mouth - 0.08) / 0.1).clamp(0, 1)[:, None] * (inside > -MARGIN)[:, None].float()
         diff = base - paste
         # Light differs smoothly and a little; a large difference is something out of place.
-        skin = skin * torch.exp(-(diff.abs().amax(1, keepdim=True) / LIGHT_TOLERANCE) ** 2)
-        paste = paste + self._light(diff, skin, float(np.median(scale)))
+        ok = torch.exp(-(diff.abs().amax(1, keepdim=True) / LIGHT_TOLERANCE) ** 2)
+        pool = lambda x: F.avg_pool2d(x, S, ceil_mode=True)  # noqa: E731  (pixels -> cells)
+        paste = paste + fine(self._light(pool(diff * ok), skin * pool(ok), float(np.median(scale)) / S))
         out = base + mask * (paste - base)
         out = (out.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
         for b, (x, y) in enumerate(corners.tolist()):
@@ -193,12 +194,10 @@ class MouthCompositor:
 
     @staticmethod
     def _light(diff: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
-        """Low-frequency difference frame - paste from the weighted pixels, filled in between."""
-        f = 4
-        d = F.avg_pool2d(diff * weight, f, ceil_mode=True)
-        wt = F.avg_pool2d(weight, f, ceil_mode=True)
-        sigma = LIGHT_SIGMA * scale / f
-        d, wt = _blur(d, sigma), _blur(wt, sigma)
+        """The frame's light minus the paste's, in cells: `diff` (already weighted by how well
+        each cell shows light) averaged where `weight` says to look, blurred and filled in
+        between; `scale` is the eye-corner distance in cells."""
+        sigma = LIGHT_SIGMA * scale
+        d, wt = _blur(diff * weight, sigma), _blur(weight, sigma)
         corr = d / wt.clamp(min=1e-3)
-        corr = corr * (wt / (wt + 0.02))  # nothing to learn from: no correction
-        return F.interpolate(corr, size=diff.shape[2:], mode="bilinear", align_corners=False)
+        return corr * (wt / (wt + 0.02))  # nothing to learn from: no correction

@@ -45,13 +45,23 @@ def _pick(detections, face_index: int, near: np.ndarray | None):
     return detections[best] if dist[best] < max(sizes[best], near[2]) else None
 
 
-def track_faces(frames: Iterable[np.ndarray], analyzer, face_index: int = 0, chunk: int = 8,
-                progress: Callable[[int], None] | None = None, name: str = "the video") -> FaceTrack:
+def track_faces(frames: Iterable[np.ndarray], analyzer, face_index: int = 0, chunk: int | None = None,
+                refine: bool | None = None, progress: Callable[[int], None] | None = None,
+                name: str = "the video") -> FaceTrack:
     """Landmarks of one face in every frame of `frames` (RGB uint8 arrays of one size).
+
+    chunk, refine: frames per FaceMesh batch, and whether each frame gets a second pass with
+    its ROI re-centred on its first answer. The default suits the analyzer's device: on a GPU
+    8 frames share a ROI and are refined (batches keep it busy); on a CPU 4 frames share the
+    ROI of the frame before them, one pass each (half the work; landmarks within about 0.3 px
+    of the refined ones on a 130 px face).
 
     face_index: which face to follow when several are in view (0 = the largest on first sight);
     afterwards the tracker keeps to the same person by position. Raises SonicInputError when
     no frame shows that face."""
+    gpu = torch.device(analyzer.device).type != "cpu"
+    chunk = chunk or (8 if gpu else 4)
+    refine = gpu if refine is None else refine
     lms_all: list[np.ndarray] = []
     found: list[bool] = []
     roi = None  # [5] ROI for the next chunk, from the last tracked frame
@@ -85,7 +95,7 @@ def track_faces(frames: Iterable[np.ndarray], analyzer, face_index: int = 0, chu
                 i += 1
                 continue
             part = torch.from_numpy(np.stack(buf[i:]))
-            lms, presence = analyzer.landmarks_batch(part, roi, refine=True, chunk=len(buf), return_presence=True)
+            lms, presence = analyzer.landmarks_batch(part, roi, refine=refine, chunk=len(buf), return_presence=True)
             lms, presence = lms.cpu().numpy().astype(np.float32), presence.cpu().numpy()
             for k in range(len(lms)):
                 if presence[k] < MIN_PRESENCE:
