@@ -8,6 +8,22 @@ from . import _runtime as rt
 WARN_IMAGE_BYTES = 8 << 30
 
 
+def output_file(filename_prefix: str, width: int, height: int) -> tuple[str, str, str]:
+    """(path, file name, subfolder) of a new MP4 in ComfyUI's output folder, never outside it."""
+    import folder_paths
+
+    out_dir = folder_paths.get_output_directory()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
+    file = f"{name}_{counter:05}_.mp4"
+    path = os.path.join(folder, file)
+    # Our own check, not only ComfyUI's: the video stays inside the output folder.
+    root = os.path.realpath(out_dir)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise rt.SonicNodeError(f"filename_prefix '{filename_prefix}' would write outside the output folder; "
+                                "use a name (or sub/folder/name) inside it.")
+    return path, file, subfolder
+
+
 class SonicTH_Render:
     DESCRIPTION = ("Renders every frame as an IMAGE batch, with the AUDIO fitted to the video length and the fps, "
                    "for core Create Video -> Save Video or VHS Video Combine. The whole clip is held in RAM "
@@ -66,20 +82,10 @@ class SonicTH_SaveMP4:
 
     @rt.user_errors
     def save(self, face, motion, filename_prefix="sonic/Sonic", crf=18, preset="auto", encoder="auto"):
-        import folder_paths
-
         from .comfy_io import render_to_mp4
 
-        out_dir = folder_paths.get_output_directory()
         size = motion.config.min_resolution
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, size, size)
-        file = f"{name}_{counter:05}_.mp4"
-        path = os.path.join(folder, file)
-        # Our own check, not only ComfyUI's: the video stays inside the output folder.
-        root = os.path.realpath(out_dir)
-        if os.path.commonpath([root, os.path.realpath(path)]) != root:
-            raise rt.SonicNodeError(f"filename_prefix '{filename_prefix}' would write outside the output folder; "
-                                    "use a name (or sub/folder/name) inside it.")
+        path, file, subfolder = output_file(filename_prefix, size, size)
         n = motion.track.num_frames
         info = render_to_mp4(face, motion, path, rt.device(), rt.models_dir(), crf=crf, preset=preset,
                              on_chunk=rt.chunk_hook(n), encoder=encoder)

